@@ -1,0 +1,40 @@
+"""profile.py: speed and memory of every method against the floor (see docs/BENCHMARKS.md).
+
+    python profile.py
+    python profile.py hydra.run.dir=outputs/profile
+"""
+if __name__ != "__main__":
+    # Imported as the standard library's `profile` (cProfile does, and Lightning imports
+    # cProfile): hand over the real module so nothing breaks when the repo root is on sys.path.
+    import importlib.util as _u
+    import os as _os
+    import sys as _sys
+    import sysconfig as _sc
+
+    _spec = _u.spec_from_file_location("profile", _os.path.join(_sc.get_paths()["stdlib"],
+                                                                 "profile.py"))
+    _mod = _u.module_from_spec(_spec)
+    _sys.modules["profile"] = _mod
+    _spec.loader.exec_module(_mod)
+    globals().update({k: v for k, v in vars(_mod).items() if not k.startswith("__")})
+else:
+    import os
+    import sys
+    from pathlib import Path
+
+    ROOT = Path(__file__).resolve().parent
+    os.environ.setdefault("LANGSUB_ROOT", str(ROOT))
+    sys.path.insert(0, str(ROOT / "src"))
+    from langsub.cli import precheck, user_errors
+
+    precheck(ROOT / "conf")
+    import hydra
+
+    @hydra.main(version_base="1.3", config_path="conf", config_name="profile")
+    @user_errors
+    def main(cfg):
+        from langsub.profiling import profile_all
+
+        profile_all(cfg)
+
+    main()

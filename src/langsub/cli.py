@@ -1,0 +1,67 @@
+"""Entry-point plumbing shared by train.py and profile.py: early checks, user-error handling."""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import traceback
+from pathlib import Path
+
+from langsub.data import CorpusError
+from langsub.ffn import UnsupportedModelError
+from langsub.validate import ConfigError
+
+USER_ERRORS = (ConfigError, CorpusError, UnsupportedModelError, ValueError, FileNotFoundError)
+
+
+def _values(val: str) -> list[str]:
+    """The choices of a command-line value: `a` or a simple sweep `a,b,c` (not choice()/range())."""
+    if "(" in val or "[" in val or "$" in val:
+        return []
+    return [v.strip() for v in val.split(",") if v.strip()]
+
+
+def check_group_choices(argv: list[str], conf_dir: Path) -> list[str]:
+    """One line per `group=option` on the command line whose option file does not exist."""
+    groups = {p.name for p in conf_dir.iterdir() if p.is_dir()}
+    problems = []
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, val = arg.split("=", 1)
+        key = key.lstrip("+~")
+        if key not in groups or key == "hydra":
+            continue
+        have = sorted(p.stem for p in (conf_dir / key).glob("*.yaml"))
+        for v in _values(val):
+            if v != "null" and v not in have:
+                problems.append(f"{key}={v} is unknown; available: {', '.join(have)}")
+    return problems
+
+
+def fail(message: str, code: int = 2) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def precheck(conf_dir: Path) -> None:
+    """Run before Hydra: unknown config choices get one line and exit 2."""
+    problems = check_group_choices(sys.argv[1:], conf_dir)
+    if problems:
+        fail("\n       ".join(problems))
+
+
+def user_errors(fn):
+    """Turn user errors into one line on stderr and exit code 2; debug_errors=true or
+    LANGSUB_DEBUG=1 shows the traceback instead."""
+
+    @functools.wraps(fn)
+    def wrapper(cfg, *a, **kw):
+        try:
+            return fn(cfg, *a, **kw)
+        except USER_ERRORS as e:
+            if cfg.get("debug_errors") or os.environ.get("LANGSUB_DEBUG"):
+                traceback.print_exc()
+            fail(str(e).replace("\n", "\n       "))
+
+    return wrapper

@@ -1,0 +1,115 @@
+"""The LightningModule: a transformers causal LM fine-tuned by one method, with perplexities."""
+from __future__ import annotations
+
+import math
+import time
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics.text import Perplexity
+
+
+class CausalLMModule(L.LightningModule):
+    """Trains whatever the method left trainable; measures perplexity per language.
+
+    `predict_step` runs the decoder only (the statistics pass needs FFN activations, not
+    logits). `test_step` feeds one Perplexity metric per evaluation language; the phase
+    ("before"/"after") names the results. Checkpoints hold only the trainable tensors.
+    """
+
+    def __init__(self, model: nn.Module, eval_langs: list[str], lr: float = 1e-4,
+                 weight_decay: float = 0.0, betas=(0.9, 0.999), warmup_steps: int = 0,
+                 max_steps: int = 1, min_lr_ratio: float = 0.1):
+        super().__init__()
+        self.model = model
+        self.eval_langs = list(eval_langs)
+        self.lr, self.weight_decay, self.betas = lr, weight_decay, tuple(betas)
+        self.warmup_steps, self.max_steps, self.min_lr_ratio = warmup_steps, max_steps, min_lr_ratio
+        self.val_ppl = Perplexity(ignore_index=-100)
+        self.test_ppl = nn.ModuleList(Perplexity(ignore_index=-100) for _ in self.eval_langs)
+        self.phase = "before"
+        self.results: dict[str, float] = {}
+        self.tokens_seen = 0
+        self.strict_loading = False  # checkpoints hold the trainable tensors only
+        self._t0 = None
+
+    # ---------------------------------------------------------------- steps
+    def forward(self, batch):
+        return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+
+    def _logits_targets(self, batch):
+        logits = self(batch).logits[:, :-1].float()
+        return logits, batch["labels"][:, 1:]
+
+    def training_step(self, batch, batch_idx):
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                         labels=batch["labels"])
+        if not torch.isfinite(out.loss):
+            raise FloatingPointError(f"loss is {out.loss.item()} at step {self.global_step}; "
+                                     "lower the learning rate (train.lr) or check the data")
+        n = int(batch["attention_mask"].sum()) * self.trainer.world_size
+        self.tokens_seen += n
+        if self._t0 is None:
+            self._t0 = time.perf_counter()
+        elapsed = time.perf_counter() - self._t0
+        self.log("train/loss", out.loss, prog_bar=True)
+        self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+        if elapsed > 0:
+            self.log("train/tokens_per_s", self.tokens_seen / elapsed, prog_bar=True)
+        return out.loss
+
+    def validation_step(self, batch, batch_idx):
+        self.val_ppl.update(*self._logits_targets(batch))
+
+    def on_validation_epoch_end(self):
+        self.log("val/ppl", self.val_ppl.compute(), prog_bar=True, sync_dist=False)
+        self.val_ppl.reset()
+
+    def test_step(self, batch, batch_idx, dataloader_idx=0):
+        self.test_ppl[dataloader_idx].update(*self._logits_targets(batch))
+
+    def on_test_epoch_end(self):
+        for lang, metric in zip(self.eval_langs, self.test_ppl):
+            if metric.update_count:
+                v = float(metric.compute())
+                self.results[f"ppl_{self.phase}/{lang}"] = v
+                self.log(f"test/ppl_{self.phase}/{lang}", v)
+            metric.reset()
+
+    def predict_step(self, batch, batch_idx, dataloader_idx=0):
+        decoder = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model
+        decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+
+    # ---------------------------------------------------------------- optimisation
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay,
+                                betas=self.betas)
+        warm, total, floor = max(1, self.warmup_steps), max(1, self.max_steps), self.min_lr_ratio
+
+        def schedule(step):  # linear warmup, then cosine down to floor * lr
+            if step < warm:
+                return (step + 1) / warm
+            t = min(1.0, (step - warm) / max(1, total - warm))
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ---------------------------------------------------------------- checkpoints
+    def trainable_keys(self) -> set[str]:
+        return {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def on_save_checkpoint(self, checkpoint):
+        keep = self.trainable_keys()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        checkpoint["tokens_seen"] = self.tokens_seen
+
+    def on_load_checkpoint(self, checkpoint):
+        missing = self.trainable_keys() - set(checkpoint["state_dict"])
+        unexpected = set(checkpoint["state_dict"]) - self.trainable_keys()
+        if missing or unexpected:
+            raise ValueError(f"checkpoint does not match this run's trainable tensors: "
+                             f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+        self.tokens_seen = checkpoint.get("tokens_seen", 0)

@@ -1,0 +1,159 @@
+"""The main job: identify (if needed), evaluate, fine-tune, evaluate, export, report."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from langsub.data import LangDataModule
+from langsub.identify import neurons_for_run, random_like, write_neurons_json
+from langsub.methods import build_method, count_params
+from langsub.module import CausalLMModule
+from langsub.stats import atomic_write, atomic_write_text
+from langsub.validate import check_config
+
+
+def load_model(cfg_model: DictConfig):
+    """Tokenizer and causal LM from a local directory (or the hub when only hub_id is set)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    src = cfg_model.get("path") or cfg_model.hub_id
+    tok = AutoTokenizer.from_pretrained(cfg_model.get("tokenizer") or src)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    model = AutoModelForCausalLM.from_pretrained(
+        src, dtype=getattr(torch, cfg_model.get("dtype", "float32")),
+        attn_implementation=cfg_model.get("attn_implementation"))
+    if cfg_model.get("gradient_checkpointing"):
+        model.gradient_checkpointing_enable()
+    return model, tok
+
+
+def geomean(values) -> float:
+    values = list(values)
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
+
+
+def build_trainer(cfg: DictConfig, max_steps: int) -> L.Trainer:
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    if cfg.train.get("early_stopping_patience"):
+        callbacks.append(L.pytorch.callbacks.EarlyStopping(
+            "val/ppl", patience=cfg.train.early_stopping_patience, mode="min"))
+    loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
+                                   max_steps=max_steps, val_check_interval=cfg.train.val_every_n_steps,
+                                   check_val_every_n_epoch=None, max_epochs=-1,
+                                   default_root_dir=cfg.paths.output_dir)
+
+
+def budget_steps(cfg: DictConfig, world_size: int) -> int:
+    if cfg.train.get("max_steps"):
+        return int(cfg.train.max_steps)
+    per_step = cfg.data.batch_size * cfg.data.block_size * world_size * \
+        cfg.trainer.get("accumulate_grad_batches", 1)
+    return max(1, math.ceil(cfg.train.max_tokens / per_step))
+
+
+def run(cfg: DictConfig) -> dict:
+    """Everything `python train.py` does; returns metrics.json's content."""
+    check_config(cfg)
+    out_dir = Path(cfg.paths.output_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    model, tok = load_model(cfg.model)
+    target = cfg.lang.code
+    dm = LangDataModule(corpus_dir=cfg.data.corpus_dir, langs=cfg.data.langs, target=target,
+                        tokenizer=tok, block_size=cfg.data.block_size,
+                        batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch_size,
+                        eval_langs=cfg.data.eval_langs, ident_max_tokens=cfg.data.ident_max_tokens,
+                        eval_max_tokens=cfg.data.eval_max_tokens, cache_dir=cfg.paths.cache_dir,
+                        num_workers=cfg.data.num_workers, seed=cfg.seed)
+    method = build_method(OmegaConf.to_container(cfg.method, resolve=True))
+    _, total = count_params(model)
+    trainer = build_trainer(cfg, 1)
+    steps = budget_steps(cfg, trainer.world_size)  # the token budget needs the world size
+    trainer.fit_loop.epoch_loop.max_steps = steps
+    module = CausalLMModule(model, dm.eval_langs, lr=cfg.train.lr,
+                            weight_decay=cfg.train.weight_decay,
+                            warmup_steps=int(cfg.train.warmup_ratio * steps), max_steps=steps)
+    masks, info, trained_mask = None, {"stats_cache_hit": None, "rho_used": None}, None
+    if method.needs_neurons:
+        masks, info = neurons_for_run(cfg, module, dm)
+        trained_mask = masks[target]
+        if cfg.method.name == "random":
+            n = module.model.config.intermediate_size
+            trained_mask = random_like(trained_mask, n, cfg.seed, cfg.method.get("match", "layer"))
+    # the "before" numbers come from the untouched model
+    trainer.test(module, datamodule=dm, verbose=False)
+    module.model = method.prepare(module.model, trained_mask)
+    trainable, _ = count_params(module.model)
+    print(f"[langsub] method={method.name} trainable {trainable:,} / total {total:,} "
+          f"({100 * trainable / total:.3f} %), frozen {total - trainable:,}")
+    module.phase = "after"
+    module.model.train()  # from_pretrained and trainer.test leave it in eval mode (dropout off)
+    ckpt = out_dir / "checkpoints" / "last.ckpt"
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if cfg.resume and ckpt.exists() else None)
+    train_seconds = time.perf_counter() - t0
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    trainer.test(module, datamodule=dm, ckpt_path=best or None, verbose=False)
+    metrics = collect_metrics(cfg, module, masks, trained_mask, info, trainable, total,
+                              train_seconds)
+    if trainer.is_global_zero:
+        write_outputs(cfg, out_dir, method, module, tok, masks, trained_mask, info, metrics)
+    return metrics
+
+
+def collect_metrics(cfg, module, masks, trained_mask, info, trainable, total, seconds) -> dict:
+    target, r = cfg.lang.code, module.results
+    general = [l for l in cfg.general if f"ppl_before/{l}" in r]
+    m = {"method": cfg.method.name, "lang": target, "rho": cfg.rho, "rho_used": info["rho_used"],
+         "threshold": cfg.threshold, "seed": cfg.seed,
+         "base_model": cfg.model.get("path") or cfg.model.hub_id,
+         "neurons": int(sum(len(t) for t in trained_mask)) if trained_mask is not None else None,
+         "trainable_params": trainable, "total_params": total,
+         "trainable_fraction": trainable / total, **dict(sorted(r.items())),
+         "target_ppl_before": r.get(f"ppl_before/{target}"),
+         "target_ppl_after": r.get(f"ppl_after/{target}"),
+         "general_ppl_before": geomean(r[f"ppl_before/{l}"] for l in general),
+         "general_ppl_after": geomean(r[f"ppl_after/{l}"] for l in general),
+         "stats_cache_hit": info["stats_cache_hit"], "train_seconds": round(seconds, 2),
+         "tokens_seen": module.tokens_seen}
+    return m
+
+
+def write_outputs(cfg, out_dir, method, module, tok, masks, trained_mask, info, metrics):
+    if masks is not None:
+        meta = {"rho": cfg.rho, "rho_used": info["rho_used"], "threshold": cfg.threshold,
+                "scope": cfg.scope, "method": cfg.method.name}
+        write_neurons_json(out_dir / "neurons.json", masks, cfg.lang.code, trained_mask, meta)
+        from langsub.plots import log_neuron_figures
+        log_neuron_figures(out_dir, module.logger, masks, info)
+    if cfg.export:
+        from langsub.export import export_model
+        export_model(out_dir, method, module.model, tok)
+    atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=1))
+    if module.logger is not None:
+        module.logger.log_hyperparams(
+            {"method": cfg.method.name, "lang": cfg.lang.code, "rho": str(cfg.rho),
+             "lr": cfg.train.lr, "seed": cfg.seed},
+            {f"hp/{k}": v for k, v in metrics.items() if k.endswith(("_before", "_after"))
+             and isinstance(v, float)})
+    print_table(metrics, out_dir)
+
+
+def print_table(m: dict, out_dir: Path) -> None:
+    t = m["lang"]
+    rows = [("target ppl", m["target_ppl_before"], m["target_ppl_after"]),
+            ("general ppl", m["general_ppl_before"], m["general_ppl_after"])]
+    print(f"\n[langsub] {m['method']} on {t}: {m['trainable_params']:,} trainable "
+          f"({100 * m['trainable_fraction']:.3f} %), neurons {m['neurons']}")
+    print(f"{'':<12}{'before':>10}{'after':>10}{'change':>9}")
+    for name, b, a in rows:
+        print(f"{name:<12}{b:>10.2f}{a:>10.2f}{100 * (a / b - 1):>8.2f}%")
+    print(f"run dir: {out_dir}\n")

@@ -1,0 +1,143 @@
+"""Train only selected FFN neurons, through `torch.nn.utils.parametrize`.
+
+Each FFN weight gets a `NeuronDelta` parametrization holding a trainable delta for the
+selected rows (gate/up) or columns (down). Its forward returns a `SlicedWeight`: a view of
+the frozen weight that carries the delta. `F.linear` on it computes the frozen product
+plus a small product with the delta, so no full weight is copied and no full weight
+gradient is formed; every other op sees the merged weight. The frozen weight is never
+written to, so it stays bit-for-bit unchanged.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import parametrize
+from torch.utils._pytree import tree_map
+
+from langsub.ffn import find_ffns
+
+COMPONENTS = ("gate", "up", "down")
+_METADATA = {torch.Tensor.shape.__get__, torch.Tensor.dtype.__get__, torch.Tensor.device.__get__,
+             torch.Tensor.size, torch.Tensor.dim, torch.Tensor.requires_grad.__get__,
+             torch.Tensor.is_floating_point, torch.Tensor.ndim.__get__,
+             torch.Tensor.layout.__get__, torch.Tensor.numel}
+
+
+class SlicedWeight(torch.Tensor):
+    """A frozen weight plus a delta on `index` along `dim` (0: rows, 1: columns)."""
+
+    @staticmethod
+    def __new__(cls, base: torch.Tensor, delta: torch.Tensor, index: torch.Tensor, dim: int):
+        t = torch.Tensor._make_subclass(cls, base.detach(), False)
+        t._base_w, t._delta, t._index, t._dim = base.detach(), delta, index, dim
+        return t
+
+    def materialize(self) -> torch.Tensor:
+        """The merged weight as a plain tensor (differentiable w.r.t. the delta)."""
+        return self._base_w.index_add(self._dim, self._index, self._delta.to(self._base_w.dtype))
+
+    def linear(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        out = F.linear(x, self._base_w, bias)
+        delta = self._delta.to(x.dtype)
+        if self._dim == 0:  # rows: only the selected output features change
+            return out.index_add(-1, self._index, F.linear(x, delta))
+        return out + F.linear(x.index_select(-1, self._index), delta)
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.linear and isinstance(args[1], SlicedWeight):
+            bias = args[2] if len(args) > 2 else kwargs.get("bias")
+            return args[1].linear(args[0], bias)
+        if func in _METADATA:
+            with torch._C.DisableTorchFunctionSubclass():
+                return func(*args, **kwargs)
+        unwrap = lambda a: a.materialize() if isinstance(a, SlicedWeight) else a  # noqa: E731
+        with torch._C.DisableTorchFunctionSubclass():
+            return func(*tree_map(unwrap, args), **tree_map(unwrap, kwargs))
+
+
+class NeuronDelta(nn.Module):
+    """Parametrization: weight -> weight + delta on the selected rows (dim 0) or cols (dim 1)."""
+
+    def __init__(self, weight: torch.Tensor, index: torch.Tensor, dim: int):
+        super().__init__()
+        self.dim = dim
+        self.register_buffer("index", index.to(device=weight.device, dtype=torch.long))
+        shape = (len(index), weight.shape[1]) if dim == 0 else (weight.shape[0], len(index))
+        self.delta = nn.Parameter(torch.zeros(shape, dtype=weight.dtype, device=weight.device))
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        return SlicedWeight(weight, self.delta, self.index, self.dim)
+
+
+def _targets(ffn, idx: torch.Tensor, components) -> list[tuple[nn.Linear, torch.Tensor, int]]:
+    """(linear, index, dim) for each chosen component of one layer."""
+    out = []
+    if ffn.fused:
+        rows = [idx + (0 if c == "gate" else ffn.n_neurons) for c in ("gate", "up")
+                if c in components]
+        if rows:
+            out.append((ffn.gate_up, torch.cat(rows).sort().values, 0))
+    else:
+        out += [(getattr(ffn, c), idx, 0) for c in ("gate", "up") if c in components]
+    if "down" in components:
+        out.append((ffn.down, idx, 1))
+    return out
+
+
+def check_components(components) -> list[str]:
+    bad = [c for c in components if c not in COMPONENTS]
+    if bad or not components:
+        raise ValueError(f"method.components={list(components)}: allowed is a non-empty "
+                         f"subset of {list(COMPONENTS)}")
+    return list(components)
+
+
+def add_neuron_deltas(model: nn.Module, neurons: list[torch.Tensor],
+                      components=COMPONENTS) -> list[nn.Parameter]:
+    """Freeze the model and parametrize the selected neurons; returns the trainable deltas."""
+    components = check_components(components)
+    ffns = find_ffns(model)
+    if len(neurons) != len(ffns):
+        raise ValueError(f"neuron mask has {len(neurons)} layers, the model {len(ffns)}")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    deltas = []
+    for ffn, idx in zip(ffns, neurons):
+        if len(idx) == 0:
+            continue
+        for lin, index, dim in _targets(ffn, torch.as_tensor(idx, dtype=torch.long), components):
+            parametrize.register_parametrization(lin, "weight", NeuronDelta(lin.weight, index, dim))
+            lin.parametrizations.weight.original.requires_grad_(False)
+            deltas.append(lin.parametrizations.weight[0].delta)
+    return deltas
+
+
+def parametrized_linears(model: nn.Module):
+    """(name, linear) for every linear that carries a NeuronDelta."""
+    return [(n, m) for n, m in model.named_modules()
+            if parametrize.is_parametrized(m, "weight")
+            and isinstance(m.parametrizations.weight[0], NeuronDelta)]
+
+
+@torch.no_grad()
+def merge_neuron_deltas(model: nn.Module) -> nn.Module:
+    """Write the deltas into the weights and drop the parametrizations (in place)."""
+    for _, lin in parametrized_linears(model):
+        merged = lin.weight.materialize()
+        parametrize.remove_parametrizations(lin, "weight", leave_parametrized=False)
+        lin.weight.copy_(merged)
+    return model
+
+
+def delta_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The trained slices only: `<linear>.delta`, `<linear>.index`, `<linear>.dim`."""
+    out = {}
+    for name, lin in parametrized_linears(model):
+        p = lin.parametrizations.weight[0]
+        out[f"{name}.delta"] = p.delta.detach().contiguous()
+        out[f"{name}.index"] = p.index.detach().clone()
+        out[f"{name}.dim"] = torch.tensor(p.dim)
+    return out

@@ -1,0 +1,109 @@
+"""LAPE activation statistics: a Lightning callback that counts positive FFN activations.
+
+For layer l, neuron i and language k it counts the tokens where act_fn(gate_proj(x))_i > 0,
+and the tokens per language. Counts stay int64 on the device (no host sync per batch)
+and are summed over processes at the end. Padding never counts.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import lightning as L
+import torch
+from safetensors.torch import load_file, save_file
+
+from langsub.ffn import find_ffns
+
+
+class ActivationStats(L.Callback):
+    """Counts over_zero[L, N, K] and n_tokens[K] during `trainer.predict` over K loaders."""
+
+    def __init__(self, n_langs: int):
+        self.n_langs = n_langs
+        self._handles, self._mask, self._lang = [], None, 0
+        self.over_zero: torch.Tensor | None = None
+        self.n_tokens: torch.Tensor | None = None
+
+    def _hook(self, layer: int):
+        def hook(_module, _inp, out):
+            act = out if out.shape[-1] == self.over_zero.shape[1] else out.chunk(2, -1)[0]
+            pos = (act > 0) & self._mask.unsqueeze(-1)
+            self.over_zero[layer, :, self._lang] += pos.sum(dim=tuple(range(pos.dim() - 1)))
+        return hook
+
+    def on_predict_start(self, trainer, pl_module):
+        ffns = find_ffns(pl_module.model)
+        dev = pl_module.device
+        self.over_zero = torch.zeros(len(ffns), ffns[0].n_neurons, self.n_langs,
+                                     dtype=torch.long, device=dev)
+        self.n_tokens = torch.zeros(self.n_langs, dtype=torch.long, device=dev)
+        self._handles = [f.act.register_forward_hook(self._hook(i)) for i, f in enumerate(ffns)]
+
+    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self._lang = dataloader_idx
+        self._mask = batch["attention_mask"].bool()
+        self.n_tokens[dataloader_idx] += self._mask.sum()
+
+    def on_predict_end(self, trainer, pl_module):
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        # strategy.reduce defaults to mean, which is wrong for counts
+        self.over_zero = trainer.strategy.reduce(self.over_zero, reduce_op="sum").cpu()
+        self.n_tokens = trainer.strategy.reduce(self.n_tokens, reduce_op="sum").cpu()
+
+
+def fingerprint(*parts) -> str:
+    """A short stable hash of JSON-able parts (model identity, corpus files, languages, budget)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """Write through `write(tmp_path)` to a temp file in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda p: Path(p).write_text(text, encoding="utf-8"))
+
+
+def save_stats(path: Path, over_zero: torch.Tensor, n_tokens: torch.Tensor, meta: dict) -> None:
+    """Statistics as safetensors + a JSON sidecar; both atomic, the JSON written last."""
+    atomic_write(path.with_suffix(".safetensors"), lambda p: save_file(
+        {"over_zero": over_zero.contiguous(), "n_tokens": n_tokens.contiguous()}, p))
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
+
+
+def load_stats(path: Path, meta: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Cached statistics if both files exist and the metadata matches exactly, else None."""
+    j, s = path.with_suffix(".json"), path.with_suffix(".safetensors")
+    if not (j.exists() and s.exists()):
+        return None
+    try:
+        if json.loads(j.read_text()) != json.loads(json.dumps(meta)):
+            return None
+        t = load_file(str(s))
+        return t["over_zero"], t["n_tokens"]
+    except (OSError, ValueError, KeyError):
+        return None

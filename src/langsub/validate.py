@@ -1,0 +1,102 @@
+"""Check a whole run config before any model is loaded; report every problem, one line each."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from langsub.data import CorpusError, corpus_file
+from langsub.sparse import COMPONENTS
+
+
+class ConfigError(ValueError):
+    """One or more user errors; each line names the key, the value and what is allowed."""
+
+
+def _rho_problems(cfg: DictConfig) -> list[str]:
+    rho = cfg.rho
+    if rho == "auto":
+        b = cfg.get("auto_budget") or {}
+        if b.get("min_neurons") is None and b.get("min_fraction_params") is None:
+            return ["rho=auto needs a budget: set auto_budget.min_neurons or "
+                    "auto_budget.min_fraction_params"]
+        return []
+    if isinstance(rho, bool) or not isinstance(rho, (int, float)) or not 0 < rho <= 1:
+        return [f"rho={rho!r}: allowed is a number in (0, 1] or 'auto'"]
+    return []
+
+
+def _method_problems(cfg: DictConfig) -> list[str]:
+    from langsub.methods import METHODS
+
+    m, out = cfg.method, []
+    if m.name not in METHODS:
+        return [f"method={m.name!r} is unknown; available: {sorted(METHODS)}"]
+    comps = m.get("components")
+    if comps is not None and (not comps or any(c not in COMPONENTS for c in comps)):
+        out.append(f"method.components={list(comps)}: allowed is a non-empty subset of "
+                   f"{list(COMPONENTS)}")
+    if m.get("neurons") is not None and not Path(m.neurons).is_file():
+        out.append(f"method.neurons={m.neurons}: file does not exist")
+    if m.get("match", "layer") not in ("layer", "global"):
+        out.append(f"method.match={m.match!r}: allowed are 'layer', 'global'")
+    if not isinstance(m.get("lr"), (int, float)) or m.lr <= 0:
+        out.append(f"method.lr={m.get('lr')!r}: allowed is a number > 0")
+    return out
+
+
+def _data_problems(cfg: DictConfig) -> list[str]:
+    out, d = [], cfg.data
+    target = cfg.lang.code
+    if cfg.method.get("neurons") is None and cfg.method.name in ("lape", "random") \
+            and target not in d.langs:
+        out.append(f"lang={target}: not among the identification languages data.langs="
+                   f"{list(d.langs)}")
+    for key in ("ident_max_tokens", "eval_max_tokens"):
+        v = d.get(key)
+        if v is not None and (not isinstance(v, int) or v <= 0):
+            out.append(f"data.{key}={v!r}: allowed is a positive integer or null")
+    if d.get("corpus_dir") is not None:
+        for lang in dict.fromkeys(list(d.langs) + list(d.eval_langs) + [target]):
+            try:
+                corpus_file(d.corpus_dir, lang)
+            except CorpusError as e:
+                out.append(str(e))
+    return out
+
+
+def _train_problems(cfg: DictConfig) -> list[str]:
+    out, t = [], cfg.train
+    for key in ("max_tokens", "max_steps", "val_every_n_steps"):
+        v = t.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
+            out.append(f"train.{key}={v!r}: allowed is a positive integer"
+                       + (" or null" if key != "val_every_n_steps" else ""))
+    if t.get("max_tokens") is None and t.get("max_steps") is None:
+        out.append("train.max_tokens and train.max_steps are both null: set a budget")
+    return out
+
+
+def _model_problems(cfg: DictConfig) -> list[str]:
+    m = cfg.model
+    if m.get("path") is not None:
+        if not Path(m.path).is_dir():
+            return [f"model.path={m.path}: directory does not exist"]
+        if not (Path(m.path) / "config.json").is_file():
+            return [f"model.path={m.path}: no config.json (not a transformers model directory)"]
+    elif m.get("hub_id") is None:
+        return ["model.path and model.hub_id are both null: set one"]
+    return []
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ConfigError listing every problem of `cfg`; cheap, loads no weights."""
+    problems = _rho_problems(cfg)
+    if not isinstance(cfg.threshold, (int, float)) or not 0 < cfg.threshold < 1:
+        problems.append(f"threshold={cfg.threshold!r}: allowed is a number in (0, 1)")
+    if cfg.scope not in ("global", "layer"):
+        problems.append(f"scope={cfg.scope!r}: allowed are 'global', 'layer'")
+    problems += _method_problems(cfg) + _data_problems(cfg) + _train_problems(cfg)
+    problems += _model_problems(cfg)
+    if problems:
+        raise ConfigError("\n".join(problems))
