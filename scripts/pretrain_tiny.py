@@ -119,7 +119,11 @@ def main() -> None:
     ppl = {l: round(perplexity(model, d), 2) for l, d in test.items() if len(d)}
     print(json.dumps(ppl), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(args.out)
+    # fp16 on disk keeps the file small; config dtype float32 makes loaders upcast
+    model.to(torch.float16).save_pretrained(args.out)
+    cfg_path = args.out / "config.json"
+    cfg_path.write_text(json.dumps({**json.loads(cfg_path.read_text()), "dtype": "float32"},
+                                   indent=2) + "\n")
     tok.save_pretrained(args.out)
     info = {"parameters": n_params, "pretraining_tokens_per_epoch": data.numel(),
             "tokens_seen": args.steps * args.batch * args.block, "minutes": round(

@@ -19,42 +19,58 @@ from safetensors.torch import load_file, save_file
 from langsub.ffn import find_ffns
 
 
+class ActivationCounter:
+    """Forward hooks on each layer's activation module that count positive activations."""
+
+    def __init__(self, model, n_langs: int, device=None):
+        ffns = find_ffns(model)
+        dev = device or next(model.parameters()).device
+        self.over_zero = torch.zeros(len(ffns), ffns[0].n_neurons, n_langs, dtype=torch.long,
+                                     device=dev)
+        self.n_tokens = torch.zeros(n_langs, dtype=torch.long, device=dev)
+        self._lang, self._mask = 0, None
+        self._handles = [f.act.register_forward_hook(self._hook(i)) for i, f in enumerate(ffns)]
+
+    def _hook(self, layer: int):
+        n = self.over_zero.shape[1]
+
+        def hook(_module, _inp, out):
+            act = out if out.shape[-1] == n else out[..., :n]  # fused: gate is the first half
+            pos = (act > 0) & self._mask.unsqueeze(-1)
+            self.over_zero[layer, :, self._lang] += pos.sum(dim=tuple(range(pos.dim() - 1)))
+        return hook
+
+    def set_batch(self, lang: int, attention_mask: torch.Tensor) -> None:
+        """Tell the hooks which language and which tokens (mask 1) the next forward has."""
+        self._lang, self._mask = lang, attention_mask.bool()
+        self.n_tokens[lang] += self._mask.sum()
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
 class ActivationStats(L.Callback):
     """Counts over_zero[L, N, K] and n_tokens[K] during `trainer.predict` over K loaders."""
 
     def __init__(self, n_langs: int):
         self.n_langs = n_langs
-        self._handles, self._mask, self._lang = [], None, 0
+        self.counter: ActivationCounter | None = None
         self.over_zero: torch.Tensor | None = None
         self.n_tokens: torch.Tensor | None = None
 
-    def _hook(self, layer: int):
-        def hook(_module, _inp, out):
-            act = out if out.shape[-1] == self.over_zero.shape[1] else out.chunk(2, -1)[0]
-            pos = (act > 0) & self._mask.unsqueeze(-1)
-            self.over_zero[layer, :, self._lang] += pos.sum(dim=tuple(range(pos.dim() - 1)))
-        return hook
-
     def on_predict_start(self, trainer, pl_module):
-        ffns = find_ffns(pl_module.model)
-        dev = pl_module.device
-        self.over_zero = torch.zeros(len(ffns), ffns[0].n_neurons, self.n_langs,
-                                     dtype=torch.long, device=dev)
-        self.n_tokens = torch.zeros(self.n_langs, dtype=torch.long, device=dev)
-        self._handles = [f.act.register_forward_hook(self._hook(i)) for i, f in enumerate(ffns)]
+        self.counter = ActivationCounter(pl_module.model, self.n_langs, pl_module.device)
 
     def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
-        self._lang = dataloader_idx
-        self._mask = batch["attention_mask"].bool()
-        self.n_tokens[dataloader_idx] += self._mask.sum()
+        self.counter.set_batch(dataloader_idx, batch["attention_mask"])
 
     def on_predict_end(self, trainer, pl_module):
-        for h in self._handles:
-            h.remove()
-        self._handles = []
+        self.counter.remove()
         # strategy.reduce defaults to mean, which is wrong for counts
-        self.over_zero = trainer.strategy.reduce(self.over_zero, reduce_op="sum").cpu()
-        self.n_tokens = trainer.strategy.reduce(self.n_tokens, reduce_op="sum").cpu()
+        self.over_zero = trainer.strategy.reduce(self.counter.over_zero, reduce_op="sum").cpu()
+        self.n_tokens = trainer.strategy.reduce(self.counter.n_tokens, reduce_op="sum").cpu()
 
 
 def fingerprint(*parts) -> str:
@@ -105,5 +121,5 @@ def load_stats(path: Path, meta: dict) -> tuple[torch.Tensor, torch.Tensor] | No
             return None
         t = load_file(str(s))
         return t["over_zero"], t["n_tokens"]
-    except (OSError, ValueError, KeyError):
+    except Exception:  # unreadable or torn: recompute rather than trust it
         return None

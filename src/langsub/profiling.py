@@ -1,0 +1,251 @@
+"""Speed and memory of every method against the floor, on one model, in one run.
+
+The floor: the same model frozen, back-propagating to its first layer (the input
+embeddings require grad) with no weight gradient, which any method that trains something
+in every layer must pay. Each (method, round) runs in its own forked process so its peak
+memory is its own; rounds interleave methods so that machine noise hits all alike.
+Peak memory on CPU is the process's peak RSS (VmHWM, reset after the model is built)
+above the RSS of the built model; on CUDA, torch.cuda.max_memory_allocated above it.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import statistics
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.nn.utils import parametrize
+
+from langsub.lape import select_random_global
+from langsub.methods import build_method, count_params
+from langsub.stats import ActivationCounter, atomic_write_text
+
+
+def _rss_mb(field: str) -> float:
+    for line in open("/proc/self/status"):
+        if line.startswith(field):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _reset_peak() -> None:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
+    except OSError:
+        pass
+
+
+class NaiveDelta(torch.nn.Module):
+    """A plain parametrization returning a new full weight each forward (kept for comparison)."""
+
+    def __init__(self, w, index, dim):
+        super().__init__()
+        self.dim = dim
+        self.register_buffer("index", index)
+        shape = (len(index), w.shape[1]) if dim == 0 else (w.shape[0], len(index))
+        self.delta = torch.nn.Parameter(torch.zeros(shape))
+
+    def forward(self, w):
+        return w.index_add(self.dim, self.index, self.delta)
+
+
+def _prepare(name: str, model, mask):
+    if name == "floor":
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
+    if name == "naive":
+        from langsub.sparse import _targets
+        from langsub.ffn import find_ffns
+
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for f, idx in zip(find_ffns(model), mask):
+            for lin, index, dim in _targets(f, idx, ("gate", "up", "down")):
+                parametrize.register_parametrization(lin, "weight", NaiveDelta(lin.weight, index, dim))
+        return model
+    return build_method({"name": name}).prepare(model, mask)
+
+
+def _worker(spec: dict, queue) -> None:
+    """Build, prepare, step; report per-step seconds and peak memory above the built model."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.set_num_threads(spec["threads"])
+    torch.manual_seed(spec["seed"])
+    cfg = LlamaConfig(**spec["model"])
+    model = LlamaForCausalLM(cfg)
+    L, N = cfg.num_hidden_layers, cfg.intermediate_size
+    mask = select_random_global(round(spec["rho"] * L * N), L, N, spec["seed"] + (
+        1 if spec["method"] == "random" else 0))
+    model = _prepare(spec["method"], model, mask)
+    trainable, total = count_params(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4) if params else None
+    x = torch.randint(0, cfg.vocab_size, (spec["batch_size"], spec["seq_len"]))
+    emb = model.get_input_embeddings()
+    _reset_peak()
+    base = _rss_mb("VmRSS")
+    times = []
+    for i in range(spec["steps"] + 1):
+        t0 = time.perf_counter()
+        h = emb(x)
+        if not params:
+            h = h.detach().requires_grad_(True)  # the floor: gradients reach the first layer
+        loss = model(inputs_embeds=h, labels=x).loss
+        loss.backward()
+        if opt:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        if i:  # step 0 is warm-up (allocates optimizer state; counted in the peak)
+            times.append(time.perf_counter() - t0)
+    queue.put({"times": times, "peak": _rss_mb("VmHWM") - base, "trainable": trainable,
+               "total": total})
+
+
+def _in_child(fn, *args):
+    """Run fn(*args, queue) in a forked process and return what it puts on the queue.
+
+    The parent never computes with torch, so no OpenMP pool exists at fork time (a forked
+    child of a process whose OpenMP pool is running hangs)."""
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=fn, args=(*args, q))
+    p.start()
+    while True:
+        try:
+            out = q.get(timeout=1.0)
+            break
+        except Exception:  # queue.Empty: is the child still alive?
+            if not p.is_alive():
+                raise RuntimeError(f"profiling child {fn.__name__} died (exit {p.exitcode})")
+    p.join()
+    return out
+
+
+def measure(specs: list[dict]) -> list[dict]:
+    return [_in_child(_worker, spec) for spec in specs]
+
+
+def forward_overhead(model_cfg: dict, batch_size, seq_len, repeats, threads, queue) -> None:
+    """Median forward seconds without and with the statistics hooks, same batches."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.set_num_threads(threads)
+    model = LlamaForCausalLM(LlamaConfig(**model_cfg)).eval()
+    x = torch.randint(0, model_cfg["vocab_size"], (batch_size, seq_len))
+    mask = torch.ones_like(x)
+    dec = model.get_decoder()
+    plain, stats = [], []
+    with torch.no_grad():
+        dec(input_ids=x, attention_mask=mask)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            dec(input_ids=x, attention_mask=mask)
+            plain.append(time.perf_counter() - t0)
+            c = ActivationCounter(model, 1)
+            c.set_batch(0, mask)
+            t0 = time.perf_counter()
+            dec(input_ids=x, attention_mask=mask)
+            stats.append(time.perf_counter() - t0)
+            c.remove()
+    queue.put({"forward_s/plain": statistics.median(plain),
+               "forward_s/stats": statistics.median(stats)})
+
+
+def _specs(cfg, methods, model, rho, rounds):
+    base = {"batch_size": cfg.batch_size, "seq_len": cfg.seq_len, "steps": cfg.steps,
+            "threads": cfg.threads, "seed": cfg.seed, "model": model, "rho": rho}
+    return [{**base, "method": m, "round": r} for r in range(rounds)
+            for m in (methods[r % len(methods):] + methods[: r % len(methods)])]
+
+
+def summarise(specs, results) -> dict:
+    out = {}
+    for m in dict.fromkeys(s["method"] for s in specs):
+        rs = [r for s, r in zip(specs, results) if s["method"] == m]
+        step = statistics.median(t for r in rs for t in r["times"])
+        out[f"step_s/{m}"] = step
+        out[f"peak_mem_mb/{m}"] = statistics.median(r["peak"] for r in rs)
+        out[f"tokens_per_s/{m}"] = specs[0]["batch_size"] * specs[0]["seq_len"] / step
+        out[f"trainable_params/{m}"] = rs[0]["trainable"]
+    return out
+
+
+def table(res: dict, methods) -> str:
+    fl_t, fl_m = res["step_s/floor"], res["peak_mem_mb/floor"]
+    lines = ["| method | step s | × floor | peak MB | × floor | tokens/s | trainable |",
+             "|---|---|---|---|---|---|---|"]
+    for m in methods:
+        lines.append(f"| {m} | {res[f'step_s/{m}']:.4f} | {res[f'step_s/{m}'] / fl_t:.3f} | "
+                     f"{res[f'peak_mem_mb/{m}']:.1f} | {res[f'peak_mem_mb/{m}'] / fl_m:.3f} | "
+                     f"{res[f'tokens_per_s/{m}']:.0f} | {res[f'trainable_params/{m}']:,} |")
+    f = res["forward_s/stats"] / res["forward_s/plain"]
+    lines.append(f"\nforward: plain {res['forward_s/plain']:.4f} s, with statistics hooks "
+                 f"{res['forward_s/stats']:.4f} s ({f:.3f}×)")
+    return "\n".join(lines)
+
+
+def scaling(cfg, model: dict, out_dir: Path) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for d in cfg.scaling.widths:
+        m = {**model, "hidden_size": d, "intermediate_size": 4 * d,
+             "num_attention_heads": max(1, d // 64), "num_key_value_heads": max(1, d // 64)}
+        specs = _specs(cfg, list(cfg.scaling.methods), m, cfg.rho, 1)
+        rows += [{"width": d, "rho": cfg.rho, **s2} for s2 in _flat(specs, measure(specs))]
+    specs = [{**s, "rho": r} for r in cfg.scaling.rhos for s in _specs(cfg, ["lape"], model, r, 1)]
+    rows += [{"width": model["hidden_size"], "rho": s["rho"], **s2}
+             for s, s2 in zip(specs, _flat(specs, measure(specs)))]
+    atomic_write_text(out_dir / "scaling.json", json.dumps(rows, indent=1))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for meth in cfg.scaling.methods:
+        pts = [r for r in rows if r["method"] == meth and r["rho"] == cfg.rho
+               and r["width"] in cfg.scaling.widths]
+        pts = sorted({r["width"]: r for r in pts}.values(), key=lambda r: r["width"])
+        a.plot([r["width"] for r in pts], [r["step_s"] for r in pts], "o-", label=meth)
+    a.set(xlabel="hidden size (FFN = 4×)", ylabel="step s", title="step time vs width")
+    a.legend()
+    pts = sorted((r for r in rows if r["method"] == "lape" and r["width"] == model["hidden_size"]
+                  and r["rho"] in cfg.scaling.rhos), key=lambda r: r["rho"])
+    b.plot([r["rho"] for r in pts], [r["step_s"] for r in pts], "o-", label="step s")
+    b.set(xscale="log", xlabel="ρ (share of FFN neurons trained)", ylabel="step s",
+          title="lape step time vs ρ")
+    fig.tight_layout()
+    fig.savefig(out_dir / "scaling.png", dpi=110)
+    return rows
+
+
+def _flat(specs, results):
+    return [{"method": s["method"], "step_s": statistics.median(r["times"]), "peak_mem_mb": r["peak"],
+             "trainable_params": r["trainable"]} for s, r in zip(specs, results)]
+
+
+def profile_all(cfg: DictConfig) -> dict:
+    out_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model = OmegaConf.to_container(cfg.profile_model, resolve=True)
+    model.pop("_target_", None)
+    methods = list(cfg.methods)
+    if "floor" not in methods:
+        methods.insert(0, "floor")
+    res = _in_child(forward_overhead, model, cfg.batch_size, cfg.seq_len, cfg.forward_repeats, cfg.threads)
+    specs = _specs(cfg, methods, model, cfg.rho, cfg.rounds)
+    res.update(summarise(specs, measure(specs)))
+    md = table(res, methods)
+    atomic_write_text(out_dir / "profile.json", json.dumps(res, indent=1))
+    atomic_write_text(out_dir / "profile.md", f"# profile.py\n\nmodel: {model}\n\n{md}\n")
+    print(md)
+    if cfg.scaling.enabled:
+        scaling(cfg, model, out_dir)
+    print(f"\nwritten: {out_dir}/profile.json, profile.md"
+          + (", scaling.json, scaling.png" if cfg.scaling.enabled else ""))
+    return res

@@ -1,0 +1,76 @@
+"""The statistics callback counts exactly what LAPE defines, and the cache is reused."""
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from conftest import tiny_llama, tiny_phi3
+from langsub.ffn import find_ffns
+from langsub.module import CausalLMModule
+from langsub.stats import ActivationStats, load_stats, save_stats
+
+
+def _batches(seed, n=3, T=10):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        ids = torch.randint(0, 101, (2, T), generator=g)
+        mask = torch.ones(2, T, dtype=torch.long)
+        mask[1, T - 3:] = 0  # padding must not count
+        out.append({"input_ids": ids, "attention_mask": mask, "labels": ids})
+    return out
+
+
+def _reference(model, batches):
+    """Direct count: act_fn(gate_proj(x)) > 0 on unpadded tokens, via the gate output."""
+    ffns = find_ffns(model)
+    counts = torch.zeros(len(ffns), ffns[0].n_neurons, dtype=torch.long)
+    captured = {}
+    hooks = [(f.gate_up or f.gate).register_forward_hook(
+        lambda m, i, o, l=l: captured.__setitem__(l, o)) for l, f in enumerate(ffns)]
+    n = 0
+    with torch.no_grad():
+        for b in batches:
+            model(input_ids=b["input_ids"], attention_mask=b["attention_mask"])
+            m = b["attention_mask"].bool()
+            n += int(m.sum())
+            for l, f in enumerate(ffns):
+                g = captured[l][..., : f.n_neurons]
+                counts[l] += ((f.act(g) > 0) & m[..., None]).sum((0, 1))
+    for h in hooks:
+        h.remove()
+    return counts, n
+
+
+def _callback_stats(model, langs_batches):
+    cb = ActivationStats(len(langs_batches))
+    trainer = L.Trainer(accelerator="cpu", devices=1, callbacks=[cb], logger=False,
+                        enable_progress_bar=False, enable_checkpointing=False)
+    module = CausalLMModule(model, ["x"])
+    trainer.predict(module, dataloaders=[DataLoader(b, batch_size=None) for b in langs_batches],
+                    return_predictions=False)
+    return cb.over_zero, cb.n_tokens
+
+
+def test_counts_equal_direct_computation_llama_and_phi3():
+    for model in (tiny_llama(), tiny_phi3()):
+        langs = [_batches(0), _batches(1, n=2)]
+        over_zero, n_tokens = _callback_stats(model, langs)
+        assert over_zero.dtype == torch.long and over_zero.shape == (2, 64, 2)
+        for k, b in enumerate(langs):
+            ref, n = _reference(model, b)
+            assert torch.equal(over_zero[..., k], ref)
+            assert n_tokens[k] == n
+
+
+def test_cache_roundtrip_and_mismatch(tmp_path):
+    oz, n = torch.randint(0, 9, (2, 8, 3)), torch.tensor([10, 11, 12])
+    meta = {"model": "m", "langs": ["a", "b", "c"]}
+    save_stats(tmp_path / "s", oz, n, meta)
+    got = load_stats(tmp_path / "s", meta)
+    assert torch.equal(got[0], oz) and torch.equal(got[1], n)
+    assert load_stats(tmp_path / "s", {**meta, "langs": ["a", "b"]}) is None
+    (tmp_path / "s.safetensors").write_bytes(b"garbage")  # a torn write is not trusted
+    assert load_stats(tmp_path / "s", meta) is None
+    assert not list(tmp_path.glob("*.tmp"))
