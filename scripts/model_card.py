@@ -52,7 +52,7 @@ def main() -> None:
     N = model.config.intermediate_size
     rand = {l: lape.select_random([len(t) for t in m], N, seed=1 + i)
             for i, (l, m) in enumerate(masks.items())}
-    test = {l: dm.blocks(l, "test", d.eval_max_tokens) for l in dm.langs}
+    test = {l: dm.blocks(l, "test", 6400) for l in dm.langs}  # 50 blocks per language
     deact = deactivation_matrix(model, test, masks)
     deact_r = deactivation_matrix(model, test, rand)
     info = json.loads((Path(cfg.model.path) / "pretrain_info.json").read_text())

@@ -142,4 +142,4 @@ class LangDataModule(L.LightningDataModule):
                 for l in self.eval_langs]
 
     def n_tokens(self, lang: str, split: str = "train") -> int:
-        return int(self.blocks(lang, split)["attention_mask"].sum())
+        return int(self.blocks(lang, split)[:]["attention_mask"].sum())

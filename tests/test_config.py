@@ -1,0 +1,98 @@
+"""Every config group composes; entry points run from the repo root; bad choices get one line."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from conftest import ROOT
+from langsub.validate import ConfigError, check_config
+
+CONF = ROOT / "conf"
+GROUPS = sorted(p.name for p in CONF.iterdir()
+                if p.is_dir() and p.name not in ("hydra", "profile_model"))
+
+
+def _compose(overrides=(), name="train"):
+    with initialize_config_dir(str(CONF), version_base="1.3"):
+        return compose(name, overrides=list(overrides), return_hydra_config=False)
+
+
+@pytest.mark.parametrize("group,option", [(g, p.stem) for g in GROUPS
+                                          for p in sorted((CONF / g).glob("*.yaml"))])
+def test_every_option_composes(group, option):
+    cfg = _compose([f"{group}={option}"])
+    assert cfg.method.name and cfg.lang.code and cfg.model.name
+
+
+def test_defaults_are_the_paper_s():
+    cfg = _compose()
+    assert (cfg.rho, cfg.threshold, cfg.scope, cfg.method.name, cfg.lang.code) == \
+        (0.05, 0.95, "global", "lape", "af")
+    assert list(cfg.method.components) == ["gate", "up", "down"]
+    check_config(cfg)  # the defaults are valid
+
+
+def test_profile_config_composes():
+    cfg = _compose(name="profile")
+    assert "floor" in cfg.methods and "lape" in cfg.methods
+
+
+@pytest.mark.parametrize("override,key", [
+    ("rho=0", "rho=0"), ("rho=1.5", "rho=1.5"), ("rho=auto", "rho=auto needs a budget"),
+    ("threshold=1.0", "threshold=1.0"), ("threshold=0", "threshold=0"),
+    ("method.components=[gate,attn]", "method.components"),
+    ("model.path=/nonexistent", "model.path=/nonexistent"),
+    ("train.max_tokens=0", "train.max_tokens=0"), ("train.max_tokens=-5", "train.max_tokens"),
+    ("data.corpus_dir=/nonexistent", "does not exist"),
+    ("method.neurons=/nonexistent.pth", "method.neurons=/nonexistent.pth"),
+    ("scope=both", "scope='both'"),
+])
+def test_check_config_names_the_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("(", r"\(")):
+        check_config(_compose([override]))
+
+
+def _run(args, cwd=ROOT, timeout=300):
+    return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("arg,allowed", [("lang=xx", "af"), ("method=foo", "lape"),
+                                         ("model=nope", "tiny"), ("trainer=tpu", "cpu")])
+def test_unknown_choice_is_one_line(arg, allowed, tmp_path):
+    r = _run(["train.py", arg, f"hydra.run.dir={tmp_path}/run"])
+    assert r.returncode == 2
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and arg in err[0] and allowed in err[0] and "Traceback" not in r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_profile_py_does_not_shadow_stdlib_profile():
+    """cProfile imports `profile`; with the repo root on sys.path ours must hand it over."""
+    r = subprocess.run([sys.executable, "-c", "import cProfile, profile; print(profile.run)"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    r = _run(["-c", "import lightning.pytorch"])
+    assert r.returncode == 0, r.stderr
+
+
+def test_both_entry_points_start(tmp_path):
+    r = _run(["train.py", "--cfg", "job"])
+    assert r.returncode == 0 and "method:" in r.stdout, r.stderr
+    r = _run(["profile.py", "methods=[floor,lape]", "rounds=1", "steps=1", "forward_repeats=1",
+              "batch_size=1", "seq_len=16", "scaling.enabled=false",
+              "profile_model.hidden_size=64", "profile_model.intermediate_size=128",
+              "profile_model.num_hidden_layers=2", "profile_model.vocab_size=128",
+              "profile_model.num_attention_heads=2", "profile_model.num_key_value_heads=2",
+              f"hydra.run.dir={tmp_path}"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    import json
+    res = json.loads((tmp_path / "profile.json").read_text())
+    for k in ("forward_s/plain", "forward_s/stats", "step_s/floor", "peak_mem_mb/floor",
+              "step_s/lape", "peak_mem_mb/lape", "tokens_per_s/lape", "trainable_params/lape"):
+        assert k in res
+    assert res["trainable_params/floor"] == 0 and res["trainable_params/lape"] > 0
+    assert (tmp_path / "profile.md").exists()
