@@ -72,11 +72,70 @@ def main() -> None:
     card = {"rows": rows, "diag": dg, "offdiag": off, "random_diag": rdg, "random_offdiag": roff,
             "total_params": total, "ident_tokens": cb.n_tokens.tolist(), "pretrain": info}
     (Path(cfg.model.path) / "card.json").write_text(json.dumps(card, indent=1) + "\n")
+    render(Path(cfg.model.path), card)
     for r in rows:
         print(r)
     print(f"mean diagonal {100 * dg:.2f} %, off-diagonal {100 * off:.2f} %, "
           f"random diagonal {100 * rdg:.2f} %")
 
 
+def render(model_dir: Path, card: dict) -> None:
+    """Write README.md (the model card) from card.json's measurements."""
+    p = card["pretrain"]
+    a = p["args"]
+    lines = [
+        "# tiny-llama: the embedded multilingual base model of langsub", "",
+        "    python scripts/pretrain_tiny.py   # retrains it (seeded, about 30 min on 2 CPU cores)",
+        "    python scripts/model_card.py      # remeasures this card", "",
+        f"A `LlamaForCausalLM` (SwiGLU FFN) of {card['total_params'] / 1e6:.2f} M parameters: "
+        f"{a['layers']} layers, hidden size {a['hidden']}, FFN width {a['ffn']}, 4 heads, tied "
+        f"embeddings, byte-level BPE tokenizer ({a['vocab']} tokens) trained with `tokenizers` on "
+        "the corpus. Stored in fp16 (`config.json` says float32, so loaders upcast). Loads "
+        "with plain `AutoModelForCausalLM` / `AutoTokenizer`.", "",
+        f"**Data**: the `pretrain` split of `data/corpus` (see data/README.md): en de fr es ru zh "
+        f"sw fully, the 12 targets thinly ({100 * a['target_share']:.0f} % of their pretraining "
+        f"split) so that they are underrepresented, as in the paper's setting: "
+        f"{p['pretraining_tokens_per_epoch']:,} tokens per epoch. **Training**: {a['steps']} "
+        f"steps of {a['batch']}×{a['block']} tokens ({p['tokens_seen']:,} tokens), AdamW lr "
+        f"{a['lr']}, cosine, seed {a['seed']}, {p['minutes']} min on 2 CPU cores.", "",
+        "## Language-specific neurons (the phenomenon langsub relies on)", "",
+        "Identification with the main job's defaults (ρ = 0.05, τ = 0.95, all 19 languages, "
+        "40 000 tokens each of the `train` split). *Deactivation*: the relative perplexity rise "
+        "on the test split when the language's neurons are zeroed (act_fn output), on the "
+        "language itself vs. the mean over the other 18; *random*: the same count of random "
+        "neurons per layer, on the language itself. *Test ppl*: the pretrained model, fp32.", "",
+        "| lang | target | neurons | share of params | deactivation: self | others | random: self | test ppl |",
+        "|---|---|---|---|---|---|---|---|"]
+    for r in card["rows"]:
+        lines.append(f"| {r['lang']} | {'yes' if r['target'] else ''} | {r['neurons']} | "
+                     f"{r['param_share_pct']:.2f} % | {r['deact_self_pct']:+.2f} % | "
+                     f"{r['deact_others_pct']:+.2f} % | {r['random_self_pct']:+.2f} % | "
+                     f"{r['test_ppl']} |")
+    t = [r for r in card["rows"] if r["target"]]
+    hi = [r for r in card["rows"] if r["lang"] in ("en", "de", "fr", "es", "ru", "zh")]
+    lines += ["", f"Mean deactivation diagonal {100 * card['diag']:.2f} % vs off-diagonal "
+              f"{100 * card['offdiag']:.2f} % ({card['diag'] / card['offdiag']:.1f}×); random "
+              f"neurons: diagonal {100 * card['random_diag']:.2f} %. Every target gets "
+              f"{min(r['param_share_pct'] for r in t):.2f}–{max(r['param_share_pct'] for r in t):.2f} % "
+              "of the parameters. Test perplexity: high-resource median "
+              f"{sorted(r['test_ppl'] for r in hi)[len(hi) // 2]:.1f}, targets median "
+              f"{sorted(r['test_ppl'] for r in t)[len(t) // 2]:.1f} (Nepali is low because "
+              "its byte-level tokens are short and predictable, not because it is well learnt).",
+              "", "## What moved the phenomenon", "",
+              "Two earlier tries: 4 layers × 512 FFN on MediaWiki text only (134 K tokens, 8 min) "
+              "gave Afrikaans 2 neurons (0.03 %) and a deactivation diagonal of 1.2 % vs 0.3 %; "
+              "d = 256, 4 × 1024 FFN on MediaWiki + LibreOffice with targets at 20 % gave 5–19 "
+              "neurons per Latin-script target. This model (4 × 1536 FFN, targets at 25 %, "
+              "5.3 M tokens seen) gives 26–90 per target: more text, a wider FFN and a larger "
+              "target share all raised the counts; the targets' share must stay small enough "
+              "that they remain underrepresented (their test ppl stays ~2–3× the high-resource).",
+              ""]
+    (model_dir / "README.md").write_text("\n".join(lines))
+
+
 if __name__ == "__main__":
-    main()
+    if "--render" in sys.argv:  # only re-render README.md from card.json
+        d = ROOT / "assets/tiny-llama"
+        render(d, json.loads((d / "card.json").read_text()))
+    else:
+        main()

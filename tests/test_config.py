@@ -96,3 +96,56 @@ def test_both_entry_points_start(tmp_path):
         assert k in res
     assert res["trainable_params/floor"] == 0 and res["trainable_params/lape"] > 0
     assert (tmp_path / "profile.md").exists()
+
+
+def test_mask_file_problems_before_loading(tmp_path):
+    import torch
+
+    wrong = tmp_path / "wrong.pth"
+    torch.save([[torch.tensor([1, 2])] * 32], wrong)  # 32 layers: another model's shape
+    with pytest.raises(ConfigError, match="does not fit the model"):
+        check_config(_compose([f"method.neurons={wrong}", "method.neurons_langs=[af]"]))
+    good = tmp_path / "good.pth"
+    torch.save([[torch.tensor([1, 2])] * 4, [torch.tensor([3])] * 4], good)
+    with pytest.raises(ConfigError, match="lang=af: .* has no mask"):
+        check_config(_compose([f"method.neurons={good}", "method.neurons_langs=[is,mt]"]))
+    with pytest.raises(ConfigError, match="2 languages but method.neurons_langs lists 1"):
+        check_config(_compose([f"method.neurons={good}", "method.neurons_langs=[af]"]))
+    check_config(_compose([f"method.neurons={good}", "method.neurons_langs=[af,is]"]))
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"\x00garbage")
+    with pytest.raises(ConfigError, match="cannot read"):
+        check_config(_compose([f"method.neurons={corrupt}"]))
+
+
+def test_unsupported_model_before_loading(tmp_path):
+    from transformers import GPT2Config
+
+    GPT2Config(n_layer=1, n_embd=16, n_head=2).save_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match="supported FFNs"):
+        check_config(_compose([f"model.path={tmp_path}"]))
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["rho=0"], "rho=0"), (["threshold=1.0"], "threshold=1.0"),
+    (["method.components=[gate,x]"], "method.components"),
+    (["model.path=/nonexistent"], "model.path=/nonexistent"),
+    (["train.max_tokens=0"], "train.max_tokens=0"),
+    (["method.neurons=CORRUPT"], "cannot read"),
+    (["data.corpus_dir=EMPTY"], "is empty"),
+])
+def test_bad_input_one_line_nothing_written(args, needle, tmp_path):
+    (tmp_path / "bad.pth").write_bytes(b"not a mask")
+    (tmp_path / "corpus").mkdir()
+    for lang in ("mt", "af", "is"):
+        (tmp_path / "corpus" / f"{lang}.jsonl").write_text("")
+    args = [a.replace("CORRUPT", str(tmp_path / "bad.pth"))
+            .replace("EMPTY", str(tmp_path / "corpus")) for a in args]
+    run = tmp_path / "run"
+    r = _run(["train.py", *args, f"hydra.run.dir={run}", f"paths.cache_dir={tmp_path}/cache"])
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert needle in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.startswith("error: ")
+    for p in ("metrics.json", "export", "checkpoints", "neurons.json", "delta.safetensors"):
+        assert not (run / p).exists()
+    assert not (tmp_path / "cache").exists()

@@ -145,3 +145,23 @@ def test_dense_and_peft_methods_train_something(name, frac):
     merged = build_method({"name": name}).merge(model)
     assert merged(input_ids=x).logits.shape == (2, 12, 101)
     assert set(merged.state_dict()) == set(tiny_llama().state_dict())
+
+
+def test_exported_model_gives_the_trained_logits(tmp_path, embedded):
+    """export/ loaded with plain AutoModelForCausalLM = the trained parametrized model."""
+    from transformers import AutoModelForCausalLM
+
+    from langsub.export import export_model
+
+    _, tok = embedded
+    model = tiny_llama()
+    method = build_method({"name": "lape"})
+    method.prepare(model, MASK)
+    x = _train(model)
+    with torch.no_grad():
+        trained = model(input_ids=x).logits
+    export_model(tmp_path, method, model, tok)
+    plain = AutoModelForCausalLM.from_pretrained(tmp_path / "export", dtype=torch.float32).eval()
+    with torch.no_grad():
+        assert (plain(input_ids=x).logits - trained).abs().max() <= 1e-5
+    assert (tmp_path / "delta.safetensors").stat().st_size < 50_000

@@ -89,6 +89,37 @@ def _model_problems(cfg: DictConfig) -> list[str]:
     return []
 
 
+def _shape_problems(cfg: DictConfig) -> list[str]:
+    """Build the model on the meta device (no weights): gated FFN? does the mask fit?"""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from langsub.ffn import UnsupportedModelError, find_ffns
+    from langsub.lape import load_neurons
+
+    try:
+        mcfg = AutoConfig.from_pretrained(cfg.model.get("path") or cfg.model.hub_id)
+    except (OSError, ValueError) as e:
+        return [f"model: cannot read its config: {str(e).splitlines()[0]}"]
+    try:
+        with torch.device("meta"):
+            ffns = find_ffns(AutoModelForCausalLM.from_config(mcfg))
+    except UnsupportedModelError as e:
+        return [str(e)]
+    m = cfg.method
+    if m.get("neurons") is None:
+        return []
+    try:
+        masks = load_neurons(m.neurons, m.get("neurons_langs"), n_layers=len(ffns),
+                             n_neurons=ffns[0].n_neurons)
+    except ValueError as e:
+        return [f"method.neurons: {e}"]
+    if cfg.lang.code not in masks:
+        return [f"lang={cfg.lang.code}: method.neurons={m.neurons} has no mask for it (has: "
+                f"{sorted(masks)}; method.neurons_langs gives the file's language order)"]
+    return []
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError listing every problem of `cfg`; cheap, loads no weights."""
     problems = _rho_problems(cfg)
@@ -97,6 +128,9 @@ def check_config(cfg: DictConfig) -> None:
     if cfg.scope not in ("global", "layer"):
         problems.append(f"scope={cfg.scope!r}: allowed are 'global', 'layer'")
     problems += _method_problems(cfg) + _data_problems(cfg) + _train_problems(cfg)
-    problems += _model_problems(cfg)
+    model_problems = _model_problems(cfg)
+    problems += model_problems
+    if not problems:  # only when the cheap checks pass: this one reads the model config
+        problems += _shape_problems(cfg)
     if problems:
         raise ConfigError("\n".join(problems))

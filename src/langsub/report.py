@@ -1,0 +1,81 @@
+"""Compare runs: read every metrics.json below a directory, write report.md and a chart.
+
+    python train.py -m method=lape,random,lora,ia3,ffn,full lang=af
+    python -m langsub.report outputs/multirun/<time>
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from langsub.stats import atomic_write_text
+
+
+def load_runs(root: Path) -> list[dict]:
+    runs = []
+    for p in sorted(root.rglob("metrics.json")):
+        m = json.loads(p.read_text())
+        m["_dir"] = str(p.parent.relative_to(root))
+        runs.append(m)
+    if not runs:
+        raise ValueError(f"no metrics.json below {root}")
+    return runs
+
+
+def _pct(a, b) -> float:
+    return 100 * (a / b - 1)
+
+
+def table(runs: list[dict]) -> str:
+    lines = ["| method | lang | trainable % | target ppl before → after | Δ % | "
+             "general ppl before → after | Δ % | train s | run |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for m in runs:
+        lines.append(
+            f"| {m['method']} | {m['lang']} | {100 * m['trainable_fraction']:.3f} | "
+            f"{m['target_ppl_before']:.2f} → {m['target_ppl_after']:.2f} | "
+            f"{_pct(m['target_ppl_after'], m['target_ppl_before']):+.2f} | "
+            f"{m['general_ppl_before']:.2f} → {m['general_ppl_after']:.2f} | "
+            f"{_pct(m['general_ppl_after'], m['general_ppl_before']):+.2f} | "
+            f"{m['train_seconds']:.0f} | {m['_dir']} |")
+    return "\n".join(lines)
+
+
+def chart(runs: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [f"{m['method']}\n{m['lang']}" for m in runs]
+    t = [_pct(m["target_ppl_after"], m["target_ppl_before"]) for m in runs]
+    g = [_pct(m["general_ppl_after"], m["general_ppl_before"]) for m in runs]
+    x = range(len(runs))
+    fig, ax = plt.subplots(figsize=(1.2 * len(runs) + 2, 3.5))
+    ax.bar([i - 0.2 for i in x], t, 0.4, label="target ppl Δ %")
+    ax.bar([i + 0.2 for i in x], g, 0.4, label="general ppl Δ %")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xticks(list(x), names)
+    ax.set_ylabel("perplexity change, % (lower is better)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="Compare langsub runs below a directory.")
+    ap.add_argument("root", type=Path)
+    a = ap.parse_args(argv)
+    runs = load_runs(a.root)
+    md = table(runs)
+    chart(runs, a.root / "report.png")
+    atomic_write_text(a.root / "report.md", f"# langsub report: {a.root}\n\n{md}\n\n"
+                      "![perplexity change](report.png)\n")
+    print(md)
+    print(f"\nwritten: {a.root / 'report.md'}, {a.root / 'report.png'}")
+
+
+if __name__ == "__main__":
+    main()
