@@ -40,9 +40,10 @@ class SlicedWeight(torch.Tensor):
     def linear(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         out = F.linear(x, self._base_w, bias)
         delta = self._delta.to(x.dtype)
+        # in place: the frozen product's output is not needed by its own backward
         if self._dim == 0:  # rows: only the selected output features change
-            return out.index_add(-1, self._index, F.linear(x, delta))
-        return out + F.linear(x.index_select(-1, self._index), delta)
+            return out.index_add_(-1, self._index, F.linear(x, delta))
+        return out.add_(F.linear(x.index_select(-1, self._index), delta))
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):

@@ -28,7 +28,7 @@ class ActivationCounter:
         self.over_zero = torch.zeros(len(ffns), ffns[0].n_neurons, n_langs, dtype=torch.long,
                                      device=dev)
         self.n_tokens = torch.zeros(n_langs, dtype=torch.long, device=dev)
-        self._lang, self._mask = 0, None
+        self._lang, self._weights = 0, None
         self._handles = [f.act.register_forward_hook(self._hook(i)) for i, f in enumerate(ffns)]
 
     def _hook(self, layer: int):
@@ -36,14 +36,17 @@ class ActivationCounter:
 
         def hook(_module, _inp, out):
             act = out if out.shape[-1] == n else out[..., :n]  # fused: gate is the first half
-            pos = (act > 0) & self._mask.unsqueeze(-1)
-            self.over_zero[layer, :, self._lang] += pos.sum(dim=tuple(range(pos.dim() - 1)))
+            # 1.0 where act > 0 (sign is -1/0/+1), summed over unmasked tokens by one matmul:
+            # exact in float32 up to 2**24 tokens per batch, and ~2x cheaper than a bool sum
+            pos = act.detach().float().reshape(-1, n).sign().clamp_(min=0)
+            self.over_zero[layer, :, self._lang] += (self._weights @ pos).view(-1).long()
         return hook
 
     def set_batch(self, lang: int, attention_mask: torch.Tensor) -> None:
         """Tell the hooks which language and which tokens (mask 1) the next forward has."""
-        self._lang, self._mask = lang, attention_mask.bool()
-        self.n_tokens[lang] += self._mask.sum()
+        self._lang = lang
+        self._weights = attention_mask.reshape(1, -1).float()
+        self.n_tokens[lang] += attention_mask.bool().sum()
 
     def remove(self) -> None:
         for h in self._handles:
