@@ -27,7 +27,7 @@ def main(cfg: DictConfig) -> float:
     from langsub.run import run
 
     metrics = run(cfg)
-    return metrics["target_ppl_after"]  # what a sweeper minimises
+    return metrics.get("target_ppl_after")  # what a sweeper minimises
 
 
 if __name__ == "__main__":

@@ -55,12 +55,14 @@ def find_ffns(model: nn.Module) -> list[GatedFFN]:
     out = []
     for i, layer in enumerate(decoder_layers(model)):
         mlp = getattr(layer, "mlp", None) or getattr(layer, "feed_forward", None)
-        if mlp is None or hasattr(mlp, "experts") or hasattr(mlp, "router") \
-                or hasattr(mlp, "gate") and not hasattr(mlp, "gate_proj"):
-            kind = "mixture-of-experts" if mlp is not None else "no"
+        if mlp is None:
             raise UnsupportedModelError(
-                f"{type(model).__name__} layer {i} has a {kind} FFN ({type(mlp).__name__}); "
-                "supported FFNs: " + "; ".join(SUPPORTED))
+                f"{type(model).__name__} layer {i} has no `mlp` module; supported FFNs: "
+                + "; ".join(SUPPORTED))
+        if hasattr(mlp, "experts") or hasattr(mlp, "router"):
+            raise UnsupportedModelError(
+                f"{type(model).__name__} layer {i} has a mixture-of-experts FFN "
+                f"({type(mlp).__name__}); supported FFNs: " + "; ".join(SUPPORTED))
         act = getattr(mlp, "act_fn", None) or getattr(mlp, "activation_fn", None)
         down = getattr(mlp, "down_proj", None)
         if act is not None and down is not None and hasattr(mlp, "gate_up_proj"):

@@ -63,6 +63,9 @@ def budget_steps(cfg: DictConfig, world_size: int) -> int:
 def run(cfg: DictConfig) -> dict:
     """Everything `python train.py` does; returns metrics.json's content."""
     check_config(cfg)
+    if cfg.get("dry_run"):
+        from langsub.dryrun import dry_run
+        return dry_run(cfg)
     out_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     model, tok = load_model(cfg.model)

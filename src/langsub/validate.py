@@ -84,26 +84,23 @@ def _model_problems(cfg: DictConfig) -> list[str]:
             return [f"model.path={m.path}: directory does not exist"]
         if not (Path(m.path) / "config.json").is_file():
             return [f"model.path={m.path}: no config.json (not a transformers model directory)"]
-    elif m.get("hub_id") is None:
+    elif m.get("hub_id") is None and m.get("arch") is None:
         return ["model.path and model.hub_id are both null: set one"]
     return []
 
 
 def _shape_problems(cfg: DictConfig) -> list[str]:
     """Build the model on the meta device (no weights): gated FFN? does the mask fit?"""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
+    from langsub.dryrun import meta_model
     from langsub.ffn import UnsupportedModelError, find_ffns
     from langsub.lape import load_neurons
 
     try:
-        mcfg = AutoConfig.from_pretrained(cfg.model.get("path") or cfg.model.hub_id)
+        ffns = find_ffns(meta_model(cfg.model))
     except (OSError, ValueError) as e:
+        if isinstance(e, UnsupportedModelError):
+            return [str(e)]
         return [f"model: cannot read its config: {str(e).splitlines()[0]}"]
-    try:
-        with torch.device("meta"):
-            ffns = find_ffns(AutoModelForCausalLM.from_config(mcfg))
     except UnsupportedModelError as e:
         return [str(e)]
     m = cfg.method

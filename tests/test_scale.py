@@ -1,0 +1,63 @@
+"""Real model configs build on the meta device; dry runs count what will train; no download."""
+from __future__ import annotations
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from conftest import ROOT
+from langsub.dryrun import dry_run, meta_model
+from langsub.ffn import find_ffns
+
+REAL = ["llama31_8b", "mistral_nemo", "qwen25_7b", "gemma2_9b", "aya_expanse_8b"]
+
+
+def _cfg(overrides):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+@pytest.mark.parametrize("name", REAL)
+def test_real_configs_build_on_meta(name):
+    cfg = _cfg([f"model={name}"])
+    model = meta_model(cfg.model)
+    ffns = find_ffns(model)
+    assert len(ffns) == cfg.model.arch.num_hidden_layers
+    assert ffns[0].n_neurons == cfg.model.arch.intermediate_size
+    assert next(model.parameters()).device.type == "meta"
+
+
+def test_dry_run_counts_a_known_mask(tmp_path):
+    # 3 languages × 32 layers; af gets 2 neurons in every layer = 64 neurons
+    mask = [[torch.tensor([1, 2])] * 32 for _ in range(3)]
+    torch.save(mask, tmp_path / "m.pth")
+    cfg = _cfg(["model=llama31_8b", f"method.neurons={tmp_path / 'm.pth'}",
+                "method.neurons_langs=[mt,af,is]", "lang=af"])
+    out = dry_run(cfg)
+    assert out["neurons"] == 64
+    assert out["trainable_params"] == 64 * 3 * 4096
+    assert 8.0e9 < out["total_params"] < 8.1e9
+    down = _cfg(["model=llama31_8b", f"method.neurons={tmp_path / 'm.pth'}",
+                 "method.neurons_langs=[mt,af,is]", "lang=af", "method.components=[down]"])
+    assert dry_run(down)["trainable_params"] == 64 * 4096
+
+
+def test_dry_run_estimates_lape_and_lora():
+    lape = dry_run(_cfg(["model=mistral_nemo", "rho=0.01"]))
+    assert lape["neurons"] == round(0.01 * 40 * 14336)
+    assert lape["trainable_params"] == lape["neurons"] * 3 * 5120
+    lora = dry_run(_cfg(["model=qwen25_7b", "method=lora"]))
+    assert 0 < lora["trainable_fraction"] < 0.05
+
+
+def test_unsupported_families_refused():
+    from transformers import MixtralConfig, MixtralForCausalLM
+
+    from langsub.ffn import UnsupportedModelError
+
+    with torch.device("meta"):
+        moe = MixtralForCausalLM(MixtralConfig(num_hidden_layers=1, hidden_size=32,
+                                               intermediate_size=64, num_attention_heads=4,
+                                               num_key_value_heads=2, num_local_experts=2))
+    with pytest.raises(UnsupportedModelError, match="supported FFNs"):
+        find_ffns(moe)
