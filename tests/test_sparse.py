@@ -160,7 +160,8 @@ def test_exported_model_gives_the_trained_logits(tmp_path, embedded):
     x = _train(model)
     with torch.no_grad():
         trained = model(input_ids=x).logits
-    export_model(tmp_path, method, model, tok)
+    delta = method.delta(model)
+    export_model(tmp_path, method.merge(model), tok, delta, "lape")
     plain = AutoModelForCausalLM.from_pretrained(tmp_path / "export", dtype=torch.float32).eval()
     with torch.no_grad():
         assert (plain(input_ids=x).logits - trained).abs().max() <= 1e-5

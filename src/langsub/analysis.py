@@ -64,3 +64,67 @@ def diagonal_contrast(result: dict) -> tuple[float, float]:
     diag = [m[i][cols.index(l)] for i, l in enumerate(langs) if l in cols]
     off = [m[i][j] for i, l in enumerate(langs) for j, c in enumerate(cols) if c != l]
     return sum(diag) / len(diag), sum(off) / len(off)
+
+
+def parallel_sentences(data_dir, langs: list[str], limit: int = 200) -> dict[str, list[str]]:
+    """Aligned sentences per language from data/parallel/*.jsonl (UDHR + MediaWiki)."""
+    import json
+    from pathlib import Path
+
+    rows = []
+    for p in sorted(Path(data_dir, "parallel").glob("*.jsonl")):
+        rows += [json.loads(l) for l in open(p, encoding="utf-8")]
+    rows = [r for r in rows if all(r.get(l) for l in langs)][:limit]
+    return {l: [r[l] for r in rows] for l in langs}
+
+
+@torch.no_grad()
+def pooled_states(model, tokenizer, texts: list[str], max_len: int = 128) -> torch.Tensor:
+    """Mean-pooled hidden states [n_texts, n_layers + 1, d] (embeddings = layer 0)."""
+    out = []
+    for t in texts:
+        ids = tokenizer(t, return_tensors="pt", truncation=True, max_length=max_len).input_ids
+        hs = model(input_ids=ids.to(model.device), output_hidden_states=True).hidden_states
+        out.append(torch.stack([h[0].float().mean(0) for h in hs]).cpu())
+    return torch.stack(out)
+
+
+def alignment(model, tokenizer, sents: dict[str, list[str]], target: str) -> dict:
+    """Per layer, mean cosine similarity of target ↔ every other language on parallel items."""
+    states = {l: pooled_states(model, tokenizer, s) for l, s in sents.items()}
+    cos = torch.nn.functional.cosine_similarity
+    return {l: cos(states[target], states[l], dim=-1).mean(0).tolist()
+            for l in sents if l != target}
+
+
+@torch.no_grad()
+def weight_change(before: dict[str, torch.Tensor], model) -> dict:
+    """Per layer and component: ||W_after − W_before|| / ||W_before|| (Frobenius)."""
+    out = {}
+    for ffn_i, ffn in enumerate(find_ffns(model)):
+        for comp in ("gate", "up", "down"):
+            lin = getattr(ffn, comp) if not ffn.fused or comp == "down" else ffn.gate_up
+            key = f"{ffn_i}.{comp}"
+            if key not in before:
+                continue
+            w = lin.weight.detach().float().cpu()
+            if ffn.fused and comp != "down":
+                n = ffn.n_neurons
+                w = w[:n] if comp == "gate" else w[n:]
+            out.setdefault(comp, []).append(float((w - before[key]).norm() / before[key].norm()))
+    return out
+
+
+def snapshot_ffn(model) -> dict[str, torch.Tensor]:
+    """CPU copies of every FFN matrix, keyed `<layer>.<gate|up|down>` (for weight_change)."""
+    out = {}
+    for i, ffn in enumerate(find_ffns(model)):
+        n = ffn.n_neurons
+        if ffn.fused:
+            w = ffn.gate_up.weight.detach().float().cpu()
+            out[f"{i}.gate"], out[f"{i}.up"] = w[:n].clone(), w[n:].clone()
+        else:
+            out[f"{i}.gate"] = ffn.gate.weight.detach().float().cpu().clone()
+            out[f"{i}.up"] = ffn.up.weight.detach().float().cpu().clone()
+        out[f"{i}.down"] = ffn.down.weight.detach().float().cpu().clone()
+    return out

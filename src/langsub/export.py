@@ -21,13 +21,12 @@ from safetensors.torch import load_file, save_file
 from langsub.stats import atomic_write
 
 
-def export_model(out_dir: Path, method, model, tokenizer) -> Path:
-    """Write `delta.safetensors` (if the method has one) and `export/` (merged, plain keys)."""
-    delta = method.delta(model)
+def export_model(out_dir: Path, merged, tokenizer, delta: dict | None = None,
+                 method_name: str = "") -> Path:
+    """Write `delta.safetensors` (if given) and `export/` (the merged model, plain keys)."""
     if delta:
         atomic_write(out_dir / "delta.safetensors", lambda p: save_file(
-            delta, p, metadata={"format": "langsub-neuron-delta", "method": method.name}))
-    merged = method.merge(model)
+            delta, p, metadata={"format": "langsub-neuron-delta", "method": method_name}))
     final, tmp = out_dir / "export", out_dir / ".export.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(tmp)

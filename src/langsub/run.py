@@ -11,6 +11,9 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from langsub.analyses_run import (alignment_curves, deactivation, wanted, write_alignment,
+                                  write_weights)
+from langsub.analysis import snapshot_ffn, weight_change
 from langsub.data import LangDataModule
 from langsub.identify import neurons_for_run, random_like, write_neurons_json
 from langsub.methods import build_method, count_params
@@ -91,8 +94,19 @@ def run(cfg: DictConfig) -> dict:
         if cfg.method.name == "random":
             n = module.model.config.intermediate_size
             trained_mask = random_like(trained_mask, n, cfg.seed, cfg.method.get("match", "layer"))
-    # the "before" numbers come from the untouched model
+    # the "before" numbers (and analyses) come from the untouched model
     trainer.test(module, datamodule=dm, verbose=False)
+    kinds, extra = wanted(cfg), {}
+    an_dir = out_dir / "analysis"
+    if kinds:
+        an_dir.mkdir(parents=True, exist_ok=True)
+    if "deactivation" in kinds and masks is not None:
+        extra.update(deactivation(an_dir, module.model.eval(), dm, masks, cfg.seed,
+                                  cfg.analysis_eval_tokens, module.logger))
+    align_langs = [target] + [l for l in dm.eval_langs if l != target]
+    align_before = alignment_curves(module.model, tok, cfg, align_langs) \
+        if "alignment" in kinds else None
+    snapshot = snapshot_ffn(module.model) if "weights" in kinds else None
     module.model = method.prepare(module.model, trained_mask)
     trainable, _ = count_params(module.model)
     print(f"[langsub] method={method.name} trainable {trainable:,} / total {total:,} "
@@ -105,10 +119,19 @@ def run(cfg: DictConfig) -> dict:
     train_seconds = time.perf_counter() - t0
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     trainer.test(module, datamodule=dm, ckpt_path=best or None, verbose=False)
+    delta = method.delta(module.model)
+    module.model = method.merge(module.model)  # a plain transformers model from here on
+    if align_before is not None:
+        extra.update(write_alignment(an_dir, align_before, alignment_curves(
+            module.model, tok, cfg, align_langs), target, module.logger))
+    if snapshot is not None:
+        extra.update(write_weights(an_dir, weight_change(snapshot, module.model), module.logger))
     metrics = collect_metrics(cfg, module, masks, trained_mask, info, trainable, total,
                               train_seconds)
+    metrics.update(extra)
     if trainer.is_global_zero:
-        write_outputs(cfg, out_dir, method, module, tok, masks, trained_mask, info, metrics)
+        write_outputs(cfg, out_dir, method, module, tok, masks, trained_mask, info, metrics,
+                      delta)
     return metrics
 
 
@@ -130,7 +153,7 @@ def collect_metrics(cfg, module, masks, trained_mask, info, trainable, total, se
     return m
 
 
-def write_outputs(cfg, out_dir, method, module, tok, masks, trained_mask, info, metrics):
+def write_outputs(cfg, out_dir, method, module, tok, masks, trained_mask, info, metrics, delta):
     if masks is not None:
         meta = {"rho": cfg.rho, "rho_used": info["rho_used"], "threshold": cfg.threshold,
                 "scope": cfg.scope, "method": cfg.method.name}
@@ -139,7 +162,7 @@ def write_outputs(cfg, out_dir, method, module, tok, masks, trained_mask, info, 
         log_neuron_figures(out_dir, module.logger, masks, info)
     if cfg.export:
         from langsub.export import export_model
-        export_model(out_dir, method, module.model, tok)
+        export_model(out_dir, module.model, tok, delta, method.name)
     atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=1))
     if module.logger is not None:
         module.logger.log_hyperparams(

@@ -124,6 +124,12 @@ def check_config(cfg: DictConfig) -> None:
         problems.append(f"threshold={cfg.threshold!r}: allowed is a number in (0, 1)")
     if cfg.scope not in ("global", "layer"):
         problems.append(f"scope={cfg.scope!r}: allowed are 'global', 'layer'")
+    from langsub.analyses_run import wanted
+
+    try:
+        wanted(cfg)
+    except ValueError as e:
+        problems.append(str(e))
     problems += _method_problems(cfg) + _data_problems(cfg) + _train_problems(cfg)
     model_problems = _model_problems(cfg)
     problems += model_problems
