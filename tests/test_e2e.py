@@ -88,3 +88,61 @@ def test_other_methods_write_metrics(method, tmp_path):
     m = json.loads((tmp_path / "run/metrics.json").read_text())
     assert m["method"] == method and m["trainable_params"] > 0
     assert (tmp_path / "run/export/config.json").exists()
+
+
+FAST = ["debug=fast"]
+
+
+def _fast(args, tmp_path, run="run"):
+    r = subprocess.run([sys.executable, "train.py", *FAST, f"paths.cache_dir={tmp_path}/cache",
+                        f"hydra.run.dir={tmp_path}/{run}", *args], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return tmp_path / run
+
+
+def test_analysis_outputs(tmp_path):
+    run = _fast(["analysis=all"], tmp_path)
+    m = json.loads((run / "metrics.json").read_text())
+    for f in ("deactivation.json", "deactivation_random.json", "alignment.json",
+              "weight_change.json", "deactivation.png", "alignment.png"):
+        assert (run / "analysis" / f).exists(), f
+    d = json.loads((run / "analysis/deactivation.json").read_text())
+    assert len(d["matrix"]) == len(d["langs"]) == 4
+    assert m["deactivation_diag"] > 2 * m["deactivation_offdiag"]
+    assert -1 <= m["alignment_before"] <= 1 and -1 <= m["alignment_after"] <= 1
+    w = json.loads((run / "analysis/weight_change.json").read_text())
+    assert set(w) == {"gate", "up", "down"} and all(len(v) == 4 for v in w.values())
+
+
+def test_same_seed_same_results(tmp_path):
+    a = _fast([], tmp_path, "a")
+    b = _fast([], tmp_path, "b")
+    assert (a / "neurons.json").read_text() == (b / "neurons.json").read_text()
+    ma, mb = (json.loads((x / "metrics.json").read_text()) for x in (a, b))
+    for m in (ma, mb):
+        m.pop("train_seconds")
+        m.pop("stats_cache_hit")
+    assert ma == mb
+
+
+def test_resume_continues_from_last_checkpoint(tmp_path):
+    run = _fast(["train.max_steps=4"], tmp_path)
+    assert (run / "checkpoints/last.ckpt").exists()
+    ckpt = torch.load(run / "checkpoints/last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 4
+    assert all(k.endswith(".delta") for k in ckpt["state_dict"])  # trainable tensors only
+    _fast(["train.max_steps=6", "resume=true"], tmp_path)
+    ckpt = torch.load(run / "checkpoints/last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 6
+
+
+def test_report_renders_every_method(tmp_path):
+    for meth in ("lape", "full"):
+        _fast([f"method={meth}"], tmp_path, f"sweep/{meth}")
+    r = subprocess.run([sys.executable, "-m", "langsub.report", str(tmp_path / "sweep")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    md = (tmp_path / "sweep/report.md").read_text()
+    assert "| lape | af |" in md and "| full | af |" in md
+    assert (tmp_path / "sweep/report.png").stat().st_size > 1000
