@@ -26,8 +26,10 @@ from omegaconf import DictConfig  # noqa: E402
 def main(cfg: DictConfig) -> float:
     from langsub.run import run
 
-    metrics = run(cfg)
-    return metrics.get("target_ppl_after")  # what a sweeper minimises
+    m = run(cfg)
+    if cfg.objective == "target_and_general":  # two objectives for Optuna's NSGA-II
+        return m.get("target_ppl_after"), m.get("general_ppl_after")
+    return m.get("target_ppl_after")  # what a sweeper minimises
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ from langsub.data import CorpusError
 from langsub.ffn import UnsupportedModelError
 from langsub.validate import ConfigError
 
-USER_ERRORS = (ConfigError, CorpusError, UnsupportedModelError, ValueError, FileNotFoundError)
+USER_ERRORS = (ConfigError, CorpusError, UnsupportedModelError, ValueError, FileNotFoundError,
+               FloatingPointError)  # a NaN/inf loss: the last good checkpoint stays
 
 
 def _values(val: str) -> list[str]:

@@ -5,7 +5,8 @@ embeddings require grad) with no weight gradient, which any method that trains s
 in every layer must pay. Each (method, round) runs in its own forked process so its peak
 memory is its own; rounds interleave methods so that machine noise hits all alike.
 Peak memory on CPU is the process's peak RSS (VmHWM, reset after the model is built)
-above the RSS of the built model; on CUDA, torch.cuda.max_memory_allocated above it.
+above the RSS of the built model; with `device=cuda`, torch.cuda.max_memory_allocated
+above the memory allocated for the built model.
 """
 from __future__ import annotations
 
@@ -78,7 +79,8 @@ def _worker(spec: dict, queue) -> None:
     torch.set_num_threads(spec["threads"])
     torch.manual_seed(spec["seed"])
     cfg = LlamaConfig(**spec["model"])
-    model = LlamaForCausalLM(cfg)
+    dev = torch.device(spec.get("device", "cpu"))
+    model = LlamaForCausalLM(cfg).to(dev)
     L, N = cfg.num_hidden_layers, cfg.intermediate_size
     mask = select_random_global(round(spec["rho"] * L * N), L, N, spec["seed"] + (
         1 if spec["method"] == "random" else 0))
@@ -86,10 +88,15 @@ def _worker(spec: dict, queue) -> None:
     trainable, total = count_params(model)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4) if params else None
-    x = torch.randint(0, cfg.vocab_size, (spec["batch_size"], spec["seq_len"]))
+    x = torch.randint(0, cfg.vocab_size, (spec["batch_size"], spec["seq_len"]), device=dev)
     emb = model.get_input_embeddings()
-    _reset_peak()
-    base = _rss_mb("VmRSS")
+    cuda = dev.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated() / 2**20
+    else:
+        _reset_peak()
+        base = _rss_mb("VmRSS")
     times = []
     for i in range(spec["steps"] + 1):
         t0 = time.perf_counter()
@@ -101,9 +108,12 @@ def _worker(spec: dict, queue) -> None:
         if opt:
             opt.step()
             opt.zero_grad(set_to_none=True)
+        if cuda:
+            torch.cuda.synchronize()
         if i:  # step 0 is warm-up (allocates optimizer state; counted in the peak)
             times.append(time.perf_counter() - t0)
-    queue.put({"times": times, "peak": _rss_mb("VmHWM") - base, "trainable": trainable,
+    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else _rss_mb("VmHWM")
+    queue.put({"times": times, "peak": peak - base, "trainable": trainable,
                "total": total})
 
 
@@ -159,6 +169,7 @@ def forward_overhead(model_cfg: dict, batch_size, seq_len, repeats, threads, que
 
 def _specs(cfg, methods, model, rho, rounds):
     base = {"batch_size": cfg.batch_size, "seq_len": cfg.seq_len, "steps": cfg.steps,
+            "device": cfg.device,
             "threads": cfg.threads, "seed": cfg.seed, "model": model, "rho": rho}
     return [{**base, "method": m, "round": r} for r in range(rounds)
             for m in (methods[r % len(methods):] + methods[: r % len(methods)])]
