@@ -146,3 +146,16 @@ def test_report_renders_every_method(tmp_path):
     md = (tmp_path / "sweep/report.md").read_text()
     assert "| lape | af |" in md and "| full | af |" in md
     assert (tmp_path / "sweep/report.png").stat().st_size > 1000
+
+
+def test_ddp_cpu_statistics_equal_one_process(tmp_path):
+    """trainer=ddp_cpu (2 processes, gloo): identical counts, identical selection."""
+    one = _fast([f"paths.cache_dir={tmp_path}/c1"], tmp_path, "one")
+    two = _fast(["trainer=ddp_cpu", f"paths.cache_dir={tmp_path}/c2"], tmp_path, "two")
+    s1, = (tmp_path / "c1/stats").glob("*.safetensors")
+    s2, = (tmp_path / "c2/stats").glob("*.safetensors")
+    a, b = load_file(str(s1)), load_file(str(s2))
+    assert torch.equal(a["over_zero"], b["over_zero"]) and torch.equal(a["n_tokens"], b["n_tokens"])
+    n1, n2 = (json.loads((r / "neurons.json").read_text()) for r in (one, two))
+    assert n1["langs"] == n2["langs"]
+    assert (two / "train_ddp_process_1.log").exists()  # really two processes
