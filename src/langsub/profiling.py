@@ -141,27 +141,34 @@ def measure(specs: list[dict]) -> list[dict]:
     return [_in_child(_worker, spec) for spec in specs]
 
 
-def forward_overhead(model_cfg: dict, batch_size, seq_len, repeats, threads, queue) -> None:
+def forward_overhead(model_cfg: dict, batch_size, seq_len, repeats, threads, device,
+                     queue) -> None:
     """Median forward seconds without and with the statistics hooks, same batches."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.set_num_threads(threads)
-    model = LlamaForCausalLM(LlamaConfig(**model_cfg)).eval()
-    x = torch.randint(0, model_cfg["vocab_size"], (batch_size, seq_len))
+    dev = torch.device(device)
+    model = LlamaForCausalLM(LlamaConfig(**model_cfg)).to(dev).eval()
+    x = torch.randint(0, model_cfg["vocab_size"], (batch_size, seq_len), device=dev)
     mask = torch.ones_like(x)
     dec = model.get_decoder()
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     plain, stats = [], []
-    with torch.no_grad():
+
+    def timed():
+        sync()
+        t0 = time.perf_counter()
         dec(input_ids=x, attention_mask=mask)
+        sync()
+        return time.perf_counter() - t0
+
+    with torch.no_grad():
+        timed()
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            dec(input_ids=x, attention_mask=mask)
-            plain.append(time.perf_counter() - t0)
+            plain.append(timed())
             c = ActivationCounter(model, 1)
             c.set_batch(0, mask)
-            t0 = time.perf_counter()
-            dec(input_ids=x, attention_mask=mask)
-            stats.append(time.perf_counter() - t0)
+            stats.append(timed())
             c.remove()
     queue.put({"forward_s/plain": statistics.median(plain),
                "forward_s/stats": statistics.median(stats)})
@@ -248,7 +255,8 @@ def profile_all(cfg: DictConfig) -> dict:
     methods = list(cfg.methods)
     if "floor" not in methods:
         methods.insert(0, "floor")
-    res = _in_child(forward_overhead, model, cfg.batch_size, cfg.seq_len, cfg.forward_repeats, cfg.threads)
+    res = _in_child(forward_overhead, model, cfg.batch_size, cfg.seq_len, cfg.forward_repeats,
+                    cfg.threads, cfg.device)
     specs = _specs(cfg, methods, model, cfg.rho, cfg.rounds)
     res.update(summarise(specs, measure(specs)))
     md = table(res, methods)
