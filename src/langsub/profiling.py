@@ -46,9 +46,9 @@ class NaiveDelta(torch.nn.Module):
     def __init__(self, w, index, dim):
         super().__init__()
         self.dim = dim
-        self.register_buffer("index", index)
+        self.register_buffer("index", index.to(w.device))
         shape = (len(index), w.shape[1]) if dim == 0 else (w.shape[0], len(index))
-        self.delta = torch.nn.Parameter(torch.zeros(shape))
+        self.delta = torch.nn.Parameter(torch.zeros(shape, device=w.device, dtype=w.dtype))
 
     def forward(self, w):
         return w.index_add(self.dim, self.index, self.delta)
