@@ -80,7 +80,8 @@ def _worker(spec: dict, queue) -> None:
     torch.manual_seed(spec["seed"])
     cfg = LlamaConfig(**spec["model"])
     dev = torch.device(spec.get("device", "cpu"))
-    model = LlamaForCausalLM(cfg).to(dev)
+    with dev:  # initialise on the device: a CPU init of a large model dominates the run
+        model = LlamaForCausalLM(cfg)
     L, N = cfg.num_hidden_layers, cfg.intermediate_size
     mask = select_random_global(round(spec["rho"] * L * N), L, N, spec["seed"] + (
         1 if spec["method"] == "random" else 0))
@@ -148,7 +149,8 @@ def forward_overhead(model_cfg: dict, batch_size, seq_len, repeats, threads, dev
 
     torch.set_num_threads(threads)
     dev = torch.device(device)
-    model = LlamaForCausalLM(LlamaConfig(**model_cfg)).to(dev).eval()
+    with dev:
+        model = LlamaForCausalLM(LlamaConfig(**model_cfg)).eval()
     x = torch.randint(0, model_cfg["vocab_size"], (batch_size, seq_len), device=dev)
     mask = torch.ones_like(x)
     dec = model.get_decoder()
