@@ -166,3 +166,10 @@ def test_exported_model_gives_the_trained_logits(tmp_path, embedded):
     with torch.no_grad():
         assert (plain(input_ids=x).logits - trained).abs().max() <= 1e-5
     assert (tmp_path / "delta.safetensors").stat().st_size < 50_000
+
+
+def test_peft_missing_targets_one_clear_error():
+    with pytest.raises(ValueError, match="peft could not wrap the model"):
+        build_method({"name": "lora", "targets": ["no_such_proj"]}).prepare(tiny_llama())
+    with pytest.raises(ValueError, match="method='nope' is unknown; available"):
+        build_method({"name": "nope"})
