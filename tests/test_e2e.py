@@ -159,3 +159,22 @@ def test_ddp_cpu_statistics_equal_one_process(tmp_path):
     n1, n2 = (json.loads((r / "neurons.json").read_text()) for r in (one, two))
     assert n1["langs"] == n2["langs"]
     assert (two / "train_ddp_process_1.log").exists()  # really two processes
+
+
+def test_selection_from_original_activation_files(tmp_path):
+    """Raw per-language files of the original code select without a statistics pass."""
+    from safetensors.torch import load_file as lf
+
+    first = _fast([], tmp_path, "first")
+    stats, = (tmp_path / "cache/stats").glob("*.safetensors")
+    t = lf(str(stats))
+    files = []
+    for k in range(t["n_tokens"].numel()):
+        f = tmp_path / f"activation.{k}.pt"
+        torch.save({"n": int(t["n_tokens"][k]), "over_zero": t["over_zero"][..., k]}, f)
+        files.append(str(f))
+    second = _fast([f"method.activation_files=[{','.join(files)}]",
+                    f"paths.cache_dir={tmp_path}/empty"], tmp_path, "second")
+    a, b = (json.loads((r / "neurons.json").read_text()) for r in (first, second))
+    assert a["langs"] == b["langs"]
+    assert not (tmp_path / "empty/stats").exists()  # no statistics pass ran

@@ -77,7 +77,15 @@ def neurons_for_run(cfg: DictConfig, module, dm) -> tuple[dict, dict]:
             raise ValueError(f"lang={target}: {cfg.method.neurons} has no mask for it "
                              f"(has: {sorted(masks)}; set method.neurons_langs)")
         return masks, info
-    over_zero, n_tokens, hit = gather_stats(cfg, module, dm)
+    if cfg.method.get("activation_files"):  # the original code's {"n", "over_zero"} files
+        over_zero, n_tokens = lape.load_activation_stats(list(cfg.method.activation_files))
+        if len(n_tokens) != len(dm.langs) or over_zero.shape[:2] != (len(ffns), ffns[0].n_neurons):
+            raise ValueError(f"method.activation_files: {len(n_tokens)} files of shape "
+                             f"{tuple(over_zero.shape[:2])}, expected {len(dm.langs)} (data.langs)"
+                             f" of shape {(len(ffns), ffns[0].n_neurons)}")
+        hit = None
+    else:
+        over_zero, n_tokens, hit = gather_stats(cfg, module, dm)
     k = dm.langs.index(target)
     rho = choose_rho(cfg, over_zero, n_tokens, k, model)
     sel = lape.select_neurons(over_zero, n_tokens, rho=rho, threshold=cfg.threshold,

@@ -38,6 +38,9 @@ def _method_problems(cfg: DictConfig) -> list[str]:
                    f"{list(COMPONENTS)}")
     if m.get("neurons") is not None and not Path(m.neurons).is_file():
         out.append(f"method.neurons={m.neurons}: file does not exist")
+    for f in m.get("activation_files") or []:
+        if not Path(f).is_file():
+            out.append(f"method.activation_files: {f} does not exist")
     if m.get("match", "layer") not in ("layer", "global"):
         out.append(f"method.match={m.match!r}: allowed are 'layer', 'global'")
     if not isinstance(m.get("lr"), (int, float)) or m.lr <= 0:
