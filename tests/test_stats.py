@@ -74,3 +74,30 @@ def test_cache_roundtrip_and_mismatch(tmp_path):
     (tmp_path / "s.safetensors").write_bytes(b"garbage")  # a torn write is not trusted
     assert load_stats(tmp_path / "s", meta) is None
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_counts_exact_under_autocast():
+    """bf16 autocast (trainer=gpu's bf16-mixed) must not round the counts."""
+    from langsub.stats import ActivationCounter
+
+    model = tiny_llama()
+    ids = torch.randint(0, 101, (8, 64))
+    mask = torch.ones_like(ids)
+    plain = ActivationCounter(model, 1)
+    plain.set_batch(0, mask)
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=mask)
+    plain.remove()
+    acts = {}
+    hooks = [f.act.register_forward_hook(lambda m, i, o, l=l: acts.__setitem__(l, o))
+             for l, f in enumerate(find_ffns(model))]
+    auto = ActivationCounter(model, 1)
+    auto.set_batch(0, mask)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        model(input_ids=ids, attention_mask=mask)
+    auto.remove()
+    for h in hooks:
+        h.remove()
+    for l, a in acts.items():  # counts equal a direct count of the bf16 activations (512 tokens)
+        assert torch.equal(auto.over_zero[l, :, 0], (a > 0).reshape(-1, 64).sum(0))
+    assert plain.over_zero.max() > 256  # large enough that bf16 rounding would show

@@ -39,7 +39,10 @@ class ActivationCounter:
             # 1.0 where act > 0 (sign is -1/0/+1), summed over unmasked tokens by one matmul:
             # exact in float32 up to 2**24 tokens per batch, and ~2x cheaper than a bool sum
             pos = act.detach().float().reshape(-1, n).sign().clamp_(min=0)
-            self.over_zero[layer, :, self._lang] += (self._weights @ pos).view(-1).long()
+            # under bf16/fp16 autocast the product would be rounded to 8 bits: counts break
+            with torch.autocast(pos.device.type, enabled=False):
+                counts = self._weights @ pos
+            self.over_zero[layer, :, self._lang] += counts.view(-1).long()
         return hook
 
     def set_batch(self, lang: int, attention_mask: torch.Tensor) -> None:
