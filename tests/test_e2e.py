@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -135,6 +137,34 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
     _fast(["train.max_steps=6", "resume=true"], tmp_path)
     ckpt = torch.load(run / "checkpoints/last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 6
+
+
+def test_killed_run_resumes_to_the_same_metrics(tmp_path):
+    """SIGKILL mid-epoch, rerun with resume=true: the same metrics as an uninterrupted run.
+
+    23 batches per epoch: the kill lands in epoch 0, the resumed run crosses into epoch 1,
+    so both the position inside an epoch and the next epoch's order must be restored.
+    """
+    args = ["train.max_steps=28", "train.checkpoint_every_n_steps=4", "train.val_every_n_steps=5",
+            "export=false"]
+    ref = json.loads((_fast(args, tmp_path, "ref") / "metrics.json").read_text())
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "train.py", *FAST, f"paths.cache_dir={tmp_path}/cache",
+                             f"hydra.run.dir={run}", *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = run / "checkpoints/last.ckpt"
+    deadline = time.monotonic() + 300
+    while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "metrics.json").exists()
+    step = torch.load(ckpt, weights_only=False)["global_step"]
+    assert 0 < step < 23, step  # killed in the first epoch
+    got = json.loads((_fast(args + ["resume=true"], tmp_path, "killed") / "metrics.json").read_text())
+    for m in (ref, got):
+        m.pop("train_seconds"), m.pop("stats_cache_hit")
+    assert got == ref
 
 
 def test_report_renders_every_method(tmp_path):

@@ -13,7 +13,8 @@ from pathlib import Path
 import datasets
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 SPLITS = ("train", "valid", "test")
 
@@ -82,6 +83,28 @@ def pack(ds: datasets.Dataset, tokenizer, block_size: int, max_tokens: int | Non
     return ds.with_format("torch")
 
 
+class EpochRandomSampler(RandomSampler):
+    """A RandomSampler whose order in epoch e is a function of (seed, e) alone.
+
+    It draws exactly what `RandomSampler(generator=Generator().manual_seed(seed))` draws
+    when iterated e times in a row, but `set_epoch(e)` (Lightning calls it before every
+    epoch) rebuilds that state from scratch, so a run resumed in epoch e sees the same order
+    as the run that was interrupted. Under DDP, Lightning swaps it for a DistributedSampler
+    (also seeded by epoch).
+    """
+
+    def __init__(self, data_source, seed: int = 0):
+        super().__init__(data_source, generator=torch.Generator())
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed)
+        for _ in range(epoch):  # replay the earlier epochs' draws
+            for _ in super().__iter__():
+                pass
+
+
 class LangDataModule(L.LightningDataModule):
     """Serves, per language, packed blocks of the train/valid/test splits.
 
@@ -121,18 +144,20 @@ class LangDataModule(L.LightningDataModule):
             self._cache[key] = ds
         return self._cache[key]
 
-    def _loader(self, ds, shuffle=False, batch_size=None) -> DataLoader:
-        g = torch.Generator().manual_seed(self.seed)
-        return DataLoader(ds, batch_size=batch_size or self.eval_batch_size, shuffle=shuffle,
-                          generator=g if shuffle else None, num_workers=self.num_workers)
+    def _loader(self, ds) -> DataLoader:
+        return DataLoader(ds, batch_size=self.eval_batch_size, num_workers=self.num_workers)
 
     def identification_dataloaders(self) -> list[DataLoader]:
         """One loader per identification language, in K order (the statistics pass)."""
         return [self._loader(self.blocks(l, "train", self.ident_max_tokens)) for l in self.langs]
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.blocks(self.target, "train", self.train_max_tokens),
-                            shuffle=True, batch_size=self.batch_size)
+    def train_dataloader(self) -> StatefulDataLoader:
+        """Shuffled target blocks; stateful, so a checkpoint records the position in the epoch
+        and a resumed run continues with the next unseen batch (Lightning saves the state)."""
+        ds = self.blocks(self.target, "train", self.train_max_tokens)
+        return StatefulDataLoader(ds, batch_size=self.batch_size,
+                                  sampler=EpochRandomSampler(ds, self.seed),
+                                  num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.blocks(self.target, "valid", self.eval_max_tokens))

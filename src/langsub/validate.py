@@ -70,11 +70,11 @@ def _data_problems(cfg: DictConfig) -> list[str]:
 
 def _train_problems(cfg: DictConfig) -> list[str]:
     out, t = [], cfg.train
-    for key in ("max_tokens", "max_steps", "val_every_n_steps"):
+    for key in ("max_tokens", "max_steps", "val_every_n_steps", "checkpoint_every_n_steps"):
         v = t.get(key)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
             out.append(f"train.{key}={v!r}: allowed is a positive integer"
-                       + (" or null" if key != "val_every_n_steps" else ""))
+                       + (" or null" if key in ("max_tokens", "max_steps") else ""))
     if t.get("max_tokens") is None and t.get("max_steps") is None:
         out.append("train.max_tokens and train.max_steps are both null: set a budget")
     return out
