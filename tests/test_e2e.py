@@ -167,6 +167,20 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path):
     assert got == ref
 
 
+def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path):
+    run = tmp_path / "run"
+    r = subprocess.run([sys.executable, "train.py", *FAST, "train.lr=1e30", "train.max_steps=8",
+                        "train.checkpoint_every_n_steps=1", f"paths.cache_dir={tmp_path}/cache",
+                        f"hydra.run.dir={run}"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 2
+    assert "error: loss is nan" in r.stderr and "Traceback" not in r.stderr
+    assert not (run / "metrics.json").exists() and not (run / "export").exists()
+    ckpt = torch.load(run / "checkpoints/last.ckpt", weights_only=False)
+    assert 0 < ckpt["global_step"] < 8
+    assert all(v.isfinite().all() for v in ckpt["state_dict"].values())
+
+
 def test_report_renders_every_method(tmp_path):
     for meth in ("lape", "full"):
         _fast([f"method={meth}"], tmp_path, f"sweep/{meth}")
@@ -189,6 +203,24 @@ def test_ddp_cpu_statistics_equal_one_process(tmp_path):
     n1, n2 = (json.loads((r / "neurons.json").read_text()) for r in (one, two))
     assert n1["langs"] == n2["langs"]
     assert (two / "train_ddp_process_1.log").exists()  # really two processes
+    m = json.loads((two / "metrics.json").read_text())
+    assert m["world_size"] == 2 and m["replicas_identical"] is True
+
+
+def test_ddp_cpu_inside_a_multirun_sweep(tmp_path):
+    """Each job of a -m sweep launches its own two ranks (not the whole sweep again)."""
+    r = subprocess.run([sys.executable, "train.py", "-m", *FAST, "trainer=ddp_cpu",
+                        "rho=0.05,0.02", "export=false", f"paths.cache_dir={tmp_path}/cache",
+                        f"hydra.sweep.dir={tmp_path}/sweep"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir())
+    assert jobs == ["0", "1"]
+    for job, rho in zip(jobs, (0.05, 0.02)):
+        d = tmp_path / "sweep" / job
+        m = json.loads((d / "metrics.json").read_text())
+        assert m["rho"] == rho and m["world_size"] == 2 and m["replicas_identical"] is True
+        assert (d / "train_ddp_process_1.log").exists()
 
 
 def test_selection_from_original_activation_files(tmp_path):

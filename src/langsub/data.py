@@ -8,6 +8,7 @@ same path; only the config differs. Tokenized, packed blocks are cached on disk 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import datasets
@@ -17,6 +18,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 SPLITS = ("train", "valid", "test")
+warnings.filterwarnings("ignore", message="'set_vital' is deprecated")  # torchdata on torch>=2.9
 
 
 class CorpusError(ValueError):

@@ -31,6 +31,7 @@ class CausalLMModule(L.LightningModule):
         self.phase = "before"
         self.results: dict[str, float] = {}
         self.tokens_seen = 0
+        self.replicas_identical: bool | None = None  # set after distributed training
         self.strict_loading = False  # checkpoints hold the trainable tensors only
         self._t0 = None
 
@@ -80,6 +81,15 @@ class CausalLMModule(L.LightningModule):
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
         decoder = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model
         decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+
+    def on_train_end(self):
+        """Under DDP, check (not assume) that every rank ends with the same trainable weights."""
+        if self.trainer.world_size > 1:
+            digest = torch.stack([t for p in self.model.parameters() if p.requires_grad
+                                  for t in (p.detach().double().sum(),
+                                            p.detach().double().square().sum())])
+            every = self.all_gather(digest)
+            self.replicas_identical = bool((every == every[0]).all())
 
     # ---------------------------------------------------------------- optimisation
     def configure_optimizers(self):

@@ -15,6 +15,7 @@ from langsub.analyses_run import (alignment_curves, deactivation, wanted, write_
                                   write_weights)
 from langsub.analysis import snapshot_ffn, weight_change
 from langsub.data import LangDataModule
+from langsub.launch import ddp_safe_job
 from langsub.identify import neurons_for_run, random_like, write_neurons_json
 from langsub.methods import build_method, count_params
 from langsub.module import CausalLMModule
@@ -65,6 +66,11 @@ def budget_steps(cfg: DictConfig, world_size: int) -> int:
 
 def run(cfg: DictConfig) -> dict:
     """Everything `python train.py` does; returns metrics.json's content."""
+    with ddp_safe_job():  # DDP ranks work inside a -m sweep too
+        return _run(cfg)
+
+
+def _run(cfg: DictConfig) -> dict:
     check_config(cfg)
     if cfg.get("dry_run"):
         from langsub.dryrun import dry_run
@@ -149,7 +155,8 @@ def collect_metrics(cfg, module, masks, trained_mask, info, trainable, total, se
          "general_ppl_before": geomean(r[f"ppl_before/{l}"] for l in general),
          "general_ppl_after": geomean(r[f"ppl_after/{l}"] for l in general),
          "stats_cache_hit": info["stats_cache_hit"], "train_seconds": round(seconds, 2),
-         "tokens_seen": module.tokens_seen}
+         "tokens_seen": module.tokens_seen, "world_size": module.trainer.world_size,
+         "replicas_identical": module.replicas_identical}
     return m
 
 
