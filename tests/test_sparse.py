@@ -74,6 +74,33 @@ def test_parametrized_forward_equals_merged_weight():
         assert torch.allclose(model(input_ids=x).logits, sparse_logits, atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("dim", [0, 1])
+@pytest.mark.parametrize("bias", [False, True])
+def test_sliced_linear_gradients_equal_the_merged_weight(dim, bias):
+    """The hand-written backward against autograd through W.index_add(delta), float64."""
+    import torch.nn.functional as F
+
+    from langsub.sparse import SlicedWeight
+
+    g = torch.Generator().manual_seed(dim)
+    w = torch.randn(12, 8, dtype=torch.float64, generator=g)
+    idx = torch.tensor([1, 5, 6]) if dim == 0 else torch.tensor([0, 3, 7])
+    delta = torch.randn((3, 8) if dim == 0 else (12, 3), dtype=torch.float64, generator=g,
+                        requires_grad=True)
+    x = torch.randn(2, 4, 8, dtype=torch.float64, generator=g, requires_grad=True)
+    b = torch.randn(12, dtype=torch.float64, generator=g, requires_grad=True) if bias else None
+    sliced = lambda x, d, b: F.linear(x, SlicedWeight(w, d, idx, dim), b)  # noqa: E731
+    merged = lambda x, d, b: F.linear(x, w.index_add(dim, idx, d), b)  # noqa: E731
+    inputs = (x, delta, b)
+    out_s, out_m = sliced(*inputs), merged(*inputs)
+    assert torch.allclose(out_s, out_m)
+    gy = torch.randn_like(out_s)
+    want = [t for t in inputs if t is not None]
+    assert all(torch.allclose(a, c) for a, c in zip(torch.autograd.grad(out_s, want, gy),
+                                                    torch.autograd.grad(out_m, want, gy)))
+    assert torch.autograd.gradcheck(sliced, inputs)
+
+
 def test_fused_gate_up_phi3():
     model = tiny_phi3()
     base = {k: v.clone() for k, v in model.state_dict().items()}
