@@ -127,25 +127,46 @@ def test_unsupported_model_before_loading(tmp_path):
 
 
 @pytest.mark.parametrize("args,needle", [
-    (["rho=0"], "rho=0"), (["threshold=1.0"], "threshold=1.0"),
+    (["method=nope"], "method=nope is unknown"), (["lang=xx"], "lang=xx is unknown"),
+    (["model=nope"], "model=nope is unknown"), (["trainer=tpu"], "trainer=tpu is unknown"),
+    (["rho=0"], "rho=0"), (["rho=1.5"], "rho=1.5"), (["rho=auto"], "auto_budget"),
+    (["threshold=1.0"], "threshold=1.0"), (["threshold=0"], "threshold=0"),
     (["method.components=[gate,x]"], "method.components"),
     (["model.path=/nonexistent"], "model.path=/nonexistent"),
-    (["train.max_tokens=0"], "train.max_tokens=0"),
+    (["model.path=GPT2"], "supported FFNs"),
+    (["train.max_tokens=0"], "train.max_tokens=0"), (["train.max_tokens=-5"], "max_tokens=-5"),
     (["method.neurons=CORRUPT"], "cannot read"),
+    (["method.neurons=SHAPE32"], "does not fit the model"),
+    (["method.neurons=TWOLANG", "method.neurons_langs=[is,mt]"], "has no mask"),
     (["data.corpus_dir=EMPTY"], "is empty"),
+    (["data.corpus_dir=MISSING"], "does not exist"),
+    (["data.corpus_dir=SHORT", "data.langs=[af]", "data.eval_langs=[af]"],
+     "fewer tokens than one block"),
 ])
 def test_bad_input_one_line_nothing_written(args, needle, tmp_path):
+    import torch
+    from transformers import GPT2Config
+
     (tmp_path / "bad.pth").write_bytes(b"not a mask")
-    (tmp_path / "corpus").mkdir()
-    for lang in ("mt", "af", "is"):
-        (tmp_path / "corpus" / f"{lang}.jsonl").write_text("")
-    args = [a.replace("CORRUPT", str(tmp_path / "bad.pth"))
-            .replace("EMPTY", str(tmp_path / "corpus")) for a in args]
+    torch.save([[torch.tensor([1, 2])] * 32], tmp_path / "shape32.pth")
+    torch.save([[torch.tensor([1, 2])] * 4, [torch.tensor([3])] * 4], tmp_path / "two.pth")
+    GPT2Config(n_layer=1, n_embd=16, n_head=2).save_pretrained(tmp_path / "gpt2")
+    for name, text in (("corpus", ""), ("short", '{"text": "Goeie more.", "split": "%s"}')):
+        (tmp_path / name).mkdir()
+        for lang in ("mt", "af", "is"):
+            (tmp_path / name / f"{lang}.jsonl").write_text(
+                "\n".join(text % s for s in ("train", "valid", "test")) if text else "")
+    (tmp_path / "missing").mkdir()
+    subst = {"CORRUPT": "bad.pth", "SHAPE32": "shape32.pth", "TWOLANG": "two.pth",
+             "GPT2": "gpt2", "EMPTY": "corpus", "MISSING": "missing", "SHORT": "short"}
+    for key, name in subst.items():
+        args = [a.replace(f"={key}", f"={tmp_path / name}") for a in args]
     run = tmp_path / "run"
     r = _run(["train.py", *args, f"hydra.run.dir={run}", f"paths.cache_dir={tmp_path}/cache"])
     assert r.returncode == 2, r.stderr[-2000:]
-    assert needle in r.stderr and "Traceback" not in r.stderr
-    assert r.stderr.startswith("error: ")
+    assert needle in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.stderr.startswith("error: "), r.stderr[-2000:]
+    assert "Loading weights" not in r.stderr + r.stdout  # no model was loaded
     for p in ("metrics.json", "export", "checkpoints", "neurons.json", "delta.safetensors"):
         assert not (run / p).exists()
-    assert not (tmp_path / "cache").exists()
+    assert not (tmp_path / "cache" / "stats").exists()  # no statistics cache

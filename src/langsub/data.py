@@ -134,6 +134,21 @@ class LangDataModule(L.LightningDataModule):
         for lang in dict.fromkeys(self.langs + self.eval_langs + [self.target]):
             corpus_file(self.corpus_dir, lang)
 
+    def check_blocks(self) -> None:
+        """Every split the run uses holds at least one full block (before any model loads)."""
+        bars = datasets.is_progress_bar_enabled()
+        datasets.disable_progress_bars()  # a failing check prints its one line only
+        try:
+            for lang in self.langs:
+                self.blocks(lang, "train", self.ident_max_tokens)
+            self.blocks(self.target, "train", self.train_max_tokens)
+            self.blocks(self.target, "valid", self.eval_max_tokens)
+            for lang in self.eval_langs:
+                self.blocks(lang, "test", self.eval_max_tokens)
+        finally:
+            if bars:
+                datasets.enable_progress_bars()
+
     def blocks(self, lang: str, split: str, max_tokens: int | None = None) -> datasets.Dataset:
         key = (lang, split, max_tokens)
         if key not in self._cache:

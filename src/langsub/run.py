@@ -23,14 +23,22 @@ from langsub.stats import atomic_write, atomic_write_text
 from langsub.validate import check_config
 
 
-def load_model(cfg_model: DictConfig):
-    """Tokenizer and causal LM from a local directory (or the hub when only hub_id is set)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_tokenizer(cfg_model: DictConfig):
+    from transformers import AutoTokenizer
 
-    src = cfg_model.get("path") or cfg_model.hub_id
-    tok = AutoTokenizer.from_pretrained(cfg_model.get("tokenizer") or src)
+    tok = AutoTokenizer.from_pretrained(cfg_model.get("tokenizer") or cfg_model.get("path")
+                                        or cfg_model.hub_id)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(cfg_model: DictConfig, tok=None):
+    """Tokenizer and causal LM from a local directory (or the hub when only hub_id is set)."""
+    from transformers import AutoModelForCausalLM
+
+    src = cfg_model.get("path") or cfg_model.hub_id
+    tok = tok or load_tokenizer(cfg_model)
     model = AutoModelForCausalLM.from_pretrained(
         src, dtype=getattr(torch, cfg_model.get("dtype", "float32")),
         attn_implementation=cfg_model.get("attn_implementation"))
@@ -76,8 +84,7 @@ def _run(cfg: DictConfig) -> dict:
         from langsub.dryrun import dry_run
         return dry_run(cfg)
     out_dir = Path(cfg.paths.output_dir)
-    L.seed_everything(cfg.seed, workers=True)
-    model, tok = load_model(cfg.model)
+    tok = load_tokenizer(cfg.model)
     target = cfg.lang.code
     dm = LangDataModule(corpus_dir=cfg.data.corpus_dir, langs=cfg.data.langs, target=target,
                         tokenizer=tok, block_size=cfg.data.block_size,
@@ -85,6 +92,9 @@ def _run(cfg: DictConfig) -> dict:
                         eval_langs=cfg.data.eval_langs, ident_max_tokens=cfg.data.ident_max_tokens,
                         eval_max_tokens=cfg.data.eval_max_tokens, cache_dir=cfg.paths.cache_dir,
                         num_workers=cfg.data.num_workers, seed=cfg.seed)
+    dm.check_blocks()  # tokenizes (cached) every split the run needs: short data fails here
+    L.seed_everything(cfg.seed, workers=True)
+    model, tok = load_model(cfg.model, tok)
     method = build_method(OmegaConf.to_container(cfg.method, resolve=True))
     _, total = count_params(model)
     trainer = build_trainer(cfg, 1)
