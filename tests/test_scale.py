@@ -42,6 +42,21 @@ def test_dry_run_counts_a_known_mask(tmp_path):
     assert dry_run(down)["trainable_params"] == 64 * 4096
 
 
+def test_dry_run_llama31_with_a_2581_neuron_afrikaans_mask(tmp_path):
+    """The size of the released llama-3.1 Afrikaans set: 2581 × 3 × 4096 trainable."""
+    g = torch.Generator().manual_seed(0)
+    per_layer = [81] * 21 + [80] * 11  # 2581 over 32 layers
+    af = [torch.randperm(14336, generator=g)[:n].sort().values for n in per_layer]
+    other = [torch.tensor([0])] * 32
+    langs = ["mt", "af", "is", "cy", "mk", "lv", "lt", "sl", "sk", "et", "ka", "ne"]
+    torch.save([other, af] + [other] * 10, tmp_path / "llama31.pth")
+    out = dry_run(_cfg(["model=llama31_8b", f"method.neurons={tmp_path / 'llama31.pth'}",
+                        f"method.neurons_langs=[{','.join(langs)}]", "lang=af"]))
+    assert out["neurons"] == 2581
+    assert out["trainable_params"] == 2581 * 3 * 4096 == 31_715_328
+    assert round(100 * out["trainable_fraction"], 2) == 0.39
+
+
 def test_dry_run_estimates_lape_and_lora():
     lape = dry_run(_cfg(["model=mistral_nemo", "rho=0.01"]))
     assert lape["neurons"] == round(0.01 * 40 * 14336)
