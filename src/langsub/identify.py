@@ -9,7 +9,6 @@ import torch
 from omegaconf import DictConfig
 
 from langsub import lape
-from langsub.data import corpus_file
 from langsub.ffn import find_ffns
 from langsub.stats import ActivationStats, file_digest, fingerprint, load_stats, save_stats
 
@@ -28,7 +27,7 @@ def model_identity(model, tokenizer, cfg_model: DictConfig) -> dict:
 
 
 def stats_meta(cfg: DictConfig, model, tokenizer, dm) -> dict:
-    corpus = {lang: file_digest(corpus_file(dm.corpus_dir, lang)) for lang in dm.langs}
+    corpus = {lang: dm.corpus_identity(lang) for lang in dm.langs}
     return {"model": model_identity(model, tokenizer, cfg.model), "corpus": corpus,
             "langs": list(dm.langs), "ident_max_tokens": dm.ident_max_tokens,
             "block_size": dm.block_size, "version": 1}

@@ -55,12 +55,33 @@ def build_trainer(cfg: DictConfig, max_steps: int) -> L.Trainer:
                                    default_root_dir=cfg.paths.output_dir)
 
 
+def tokens_per_step(cfg: DictConfig, world_size: int) -> int:
+    """Tokens one optimizer step sees: batch × block × processes × accumulated batches."""
+    return cfg.data.batch_size * cfg.data.block_size * world_size * \
+        (cfg.trainer.get("accumulate_grad_batches") or 1)
+
+
 def budget_steps(cfg: DictConfig, world_size: int) -> int:
+    """Optimizer steps of the run: train.max_steps, else train.max_tokens / tokens per step."""
     if cfg.train.get("max_steps"):
         return int(cfg.train.max_steps)
-    per_step = cfg.data.batch_size * cfg.data.block_size * world_size * \
-        cfg.trainer.get("accumulate_grad_batches", 1)
-    return max(1, math.ceil(cfg.train.max_tokens / per_step))
+    return max(1, math.ceil(cfg.train.max_tokens / tokens_per_step(cfg, world_size)))
+
+
+def build_datamodule(cfg: DictConfig, tok) -> LangDataModule:
+    """The data module of `cfg.data`: a local corpus directory or a streamed hub source."""
+    d = cfg.data
+
+    def container(x):
+        return OmegaConf.to_container(x, resolve=True) if x is not None else None
+
+    return LangDataModule(corpus_dir=d.corpus_dir, langs=d.langs, target=cfg.lang.code,
+                          tokenizer=tok, block_size=d.block_size, batch_size=d.batch_size,
+                          eval_batch_size=d.eval_batch_size, eval_langs=d.eval_langs,
+                          ident_max_tokens=d.ident_max_tokens, eval_max_tokens=d.eval_max_tokens,
+                          cache_dir=cfg.paths.cache_dir, num_workers=d.num_workers, seed=cfg.seed,
+                          source=container(d.get("source")), eval_source=container(d.get("eval")),
+                          lang_dir=d.get("lang_dir"))
 
 
 def run(cfg: DictConfig) -> dict:
@@ -73,17 +94,13 @@ def run(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     model, tok = load_model(cfg.model)
     target = cfg.lang.code
-    dm = LangDataModule(corpus_dir=cfg.data.corpus_dir, langs=cfg.data.langs, target=target,
-                        tokenizer=tok, block_size=cfg.data.block_size,
-                        batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch_size,
-                        eval_langs=cfg.data.eval_langs, ident_max_tokens=cfg.data.ident_max_tokens,
-                        eval_max_tokens=cfg.data.eval_max_tokens, cache_dir=cfg.paths.cache_dir,
-                        num_workers=cfg.data.num_workers, seed=cfg.seed)
+    dm = build_datamodule(cfg, tok)
     method = build_method(OmegaConf.to_container(cfg.method, resolve=True))
     _, total = count_params(model)
     trainer = build_trainer(cfg, 1)
     steps = budget_steps(cfg, trainer.world_size)  # the token budget needs the world size
     trainer.fit_loop.epoch_loop.max_steps = steps
+    dm.train_budget_tokens = steps * tokens_per_step(cfg, trainer.world_size)
     module = CausalLMModule(model, dm.eval_langs, lr=cfg.train.lr,
                             weight_decay=cfg.train.weight_decay,
                             warmup_steps=int(cfg.train.warmup_ratio * steps), max_steps=steps)

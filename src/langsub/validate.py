@@ -65,7 +65,61 @@ def _data_problems(cfg: DictConfig) -> list[str]:
                 corpus_file(d.corpus_dir, lang)
             except CorpusError as e:
                 out.append(str(e))
+    elif d.get("source") is None:
+        out.append("data.corpus_dir and data.source are both null: set one")
+    else:
+        out += _source_problems(cfg)
     return out
+
+
+def _source_problems(cfg: DictConfig) -> list[str]:
+    """A streamed corpus: known hub id or local directory, a config name for every language,
+    finite budgets."""
+    from langsub.hub import KNOWN_HUB_IDS, config_name
+
+    d, target, out = cfg.data, cfg.lang.code, []
+    ident = list(dict.fromkeys(list(d.langs) + [target]))
+    specs = [("data.source", d.source, ident if d.get("eval") else
+              list(dict.fromkeys(ident + list(d.eval_langs))))]
+    if d.get("eval") is not None:
+        specs.append(("data.eval", d.eval, list(dict.fromkeys(list(d.eval_langs) + [target]))))
+        for k in ("valid_split", "test_split"):
+            if not d.eval.get(k):
+                out.append(f"data.eval.{k}={d.eval.get(k)!r}: allowed is a split name (FLORES+: "
+                           "dev, devtest)")
+    for key, spec, langs in specs:
+        path = str(spec.path)
+        local = Path(path).is_dir()
+        if not local and path not in KNOWN_HUB_IDS:
+            out.append(f"{key}.path={path}: neither a known hub id ({', '.join(KNOWN_HUB_IDS)}) "
+                       "nor an existing local directory")
+            continue
+        have = _local_configs(path) if local else None
+        for lang in langs:
+            try:
+                name = config_name(spec.name, lang, d.lang_dir, key)
+            except CorpusError as e:
+                out.append(str(e))
+                continue
+            if have is not None and name not in have:
+                out.append(f"{key}.path={path}: no config {name!r} for language {lang} (has: "
+                           f"{', '.join(have) or 'none: add a README.md with configs, as on the hub'})")
+    if d.get("ident_max_tokens") is None:
+        out.append("data.ident_max_tokens=None: a streamed corpus needs a budget (a positive integer)")
+    if d.get("eval") is None and d.get("eval_max_tokens") is None:
+        out.append("data.eval_max_tokens=None: held-out valid/test of a streamed corpus need a "
+                   "budget (a positive integer), or set data.eval (FLORES+)")
+    return out
+
+
+def _local_configs(path: str) -> list[str]:
+    """The config names a local directory declares (README.md `configs:`, as on the hub)."""
+    import datasets
+
+    try:
+        return list(datasets.get_dataset_config_names(path))
+    except Exception:  # no usable README: nothing is declared
+        return []
 
 
 def _train_problems(cfg: DictConfig) -> list[str]:
@@ -139,4 +193,4 @@ def check_config(cfg: DictConfig) -> None:
     if not problems:  # only when the cheap checks pass: this one reads the model config
         problems += _shape_problems(cfg)
     if problems:
-        raise ConfigError("\n".join(problems))
+        raise ConfigError("\n".join(dict.fromkeys(problems)))  # each problem once
