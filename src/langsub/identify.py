@@ -4,12 +4,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig
 
 from langsub import lape
 from langsub.ffn import find_ffns
+from langsub.strategies import make_trainer
 from langsub.stats import ActivationStats, file_digest, fingerprint, load_stats, save_stats
 
 
@@ -41,8 +41,8 @@ def gather_stats(cfg: DictConfig, module, dm) -> tuple[torch.Tensor, torch.Tenso
     if cached is not None:
         return cached[0], cached[1], True
     cb = ActivationStats(len(dm.langs))
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[cb], logger=False,
-                                      enable_checkpointing=False, enable_model_summary=False)
+    trainer = make_trainer(cfg.trainer, evaluation=True, callbacks=[cb], logger=False,
+                           enable_checkpointing=False, enable_model_summary=False)
     trainer.predict(module, dataloaders=dm.identification_dataloaders(),
                     return_predictions=False)
     if trainer.is_global_zero:

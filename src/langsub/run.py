@@ -19,6 +19,7 @@ from langsub.identify import neurons_for_run, random_like, write_neurons_json
 from langsub.methods import build_method, count_params
 from langsub.module import CausalLMModule
 from langsub.stats import atomic_write, atomic_write_text
+from langsub.strategies import is_sharded, make_trainer
 from langsub.validate import check_config
 
 
@@ -43,16 +44,42 @@ def geomean(values) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
 
 
-def build_trainer(cfg: DictConfig, max_steps: int) -> L.Trainer:
+def build_trainers(cfg: DictConfig, model) -> tuple[L.Trainer, L.Trainer]:
+    """(fit trainer, evaluation trainer): the same one unless the strategy shards (FSDP),
+    where the statistics pass and the "before" evaluation run under trainer.eval_strategy.
+
+    Lightning's val_check_interval counts batches, not optimizer steps: scaled by the
+    accumulation so that validation runs every train.val_every_n_steps optimizer steps.
+    """
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     if cfg.train.get("early_stopping_patience"):
         callbacks.append(L.pytorch.callbacks.EarlyStopping(
             "val/ppl", patience=cfg.train.early_stopping_patience, mode="min"))
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                   max_steps=max_steps, val_check_interval=cfg.train.val_every_n_steps,
-                                   check_val_every_n_epoch=None, max_epochs=-1,
-                                   default_root_dir=cfg.paths.output_dir)
+    accumulate = cfg.trainer.get("accumulate_grad_batches") or 1
+    fit = make_trainer(cfg.trainer, model, callbacks=callbacks, logger=loggers or False,
+                       max_steps=1, val_check_interval=cfg.train.val_every_n_steps * accumulate,
+                       check_val_every_n_epoch=None, max_epochs=-1,
+                       default_root_dir=cfg.paths.output_dir)
+    if cfg.trainer.get("eval_strategy") is None:
+        return fit, fit
+    return fit, make_trainer(cfg.trainer, model, evaluation=True, logger=loggers or False,
+                             enable_checkpointing=False, default_root_dir=cfg.paths.output_dir)
+
+
+def rebuild_trained(cfg: DictConfig, method, mask, ckpt_path: str):
+    """The trained model whole, from the base weights and a checkpoint's trainable tensors
+    (after sharded training each process holds only shards). Keys are checked, not ignored."""
+    model, _ = load_model(cfg.model)
+    model = method.prepare(model, mask)
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
+    state = {k.removeprefix("model."): v for k, v in state.items()}
+    want = {n for n, p in model.named_parameters() if p.requires_grad}
+    if set(state) != want:
+        raise ValueError(f"{ckpt_path}: trainable tensors do not match the rebuilt model: missing "
+                         f"{sorted(want - set(state))[:5]}, unexpected {sorted(set(state) - want)[:5]}")
+    model.load_state_dict(state, strict=False)
+    return model
 
 
 def tokens_per_step(cfg: DictConfig, world_size: int) -> int:
@@ -97,7 +124,7 @@ def run(cfg: DictConfig) -> dict:
     dm = build_datamodule(cfg, tok)
     method = build_method(OmegaConf.to_container(cfg.method, resolve=True))
     _, total = count_params(model)
-    trainer = build_trainer(cfg, 1)
+    trainer, evaluator = build_trainers(cfg, model)
     steps = budget_steps(cfg, trainer.world_size)  # the token budget needs the world size
     trainer.fit_loop.epoch_loop.max_steps = steps
     dm.train_budget_tokens = steps * tokens_per_step(cfg, trainer.world_size)
@@ -112,7 +139,7 @@ def run(cfg: DictConfig) -> dict:
             n = module.model.config.intermediate_size
             trained_mask = random_like(trained_mask, n, cfg.seed, cfg.method.get("match", "layer"))
     # the "before" numbers (and analyses) come from the untouched model
-    trainer.test(module, datamodule=dm, verbose=False)
+    evaluator.test(module, datamodule=dm, verbose=False)
     kinds, extra = wanted(cfg), {}
     an_dir = out_dir / "analysis"
     if kinds:
@@ -135,7 +162,17 @@ def run(cfg: DictConfig) -> dict:
     trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if cfg.resume and ckpt.exists() else None)
     train_seconds = time.perf_counter() - t0
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    trainer.test(module, datamodule=dm, ckpt_path=best or None, verbose=False)
+    if is_sharded(trainer):
+        # each process holds shards only (and Lightning cannot re-enter a model FSDP wrapped
+        # in place): rebuild the trained model whole and evaluate it as "before" was
+        if not best:
+            best = str(out_dir / "checkpoints" / "final.ckpt")
+            trainer.save_checkpoint(best)  # collective: every process takes part
+        module.model = rebuild_trained(cfg, method, trained_mask, best)
+        trainer = evaluator  # drops the sharded trainer and its model
+        trainer.test(module, datamodule=dm, verbose=False)
+    else:
+        trainer.test(module, datamodule=dm, ckpt_path=best or None, verbose=False)
     delta = method.delta(module.model)
     module.model = method.merge(module.model)  # a plain transformers model from here on
     if align_before is not None:

@@ -134,6 +134,26 @@ def _train_problems(cfg: DictConfig) -> list[str]:
     return out
 
 
+def _trainer_problems(cfg: DictConfig) -> list[str]:
+    """Accumulation; FSDP: GPUs only (Lightning's rule), and an unsharded strategy for the
+    passes that run before the method is applied."""
+    t, out = cfg.trainer, []
+    acc = t.get("accumulate_grad_batches") or 1
+    if isinstance(acc, bool) or not isinstance(acc, int) or acc < 1:
+        out.append(f"trainer.accumulate_grad_batches={acc!r}: allowed is a positive integer")
+    s = t.get("strategy")
+    target = str(s.get("_target_", "") if isinstance(s, DictConfig) else s or "")
+    if "fsdp" not in target.lower():
+        return out
+    if t.get("accelerator") not in ("gpu", "cuda") and not target.endswith("CPUFSDPStrategy"):
+        out.append(f"trainer.accelerator={t.get('accelerator')}: trainer.strategy={target} runs on "
+                   "GPUs only (allowed: gpu, cuda); on CPU, trainer=fsdp_cpu exercises the same path")
+    if t.get("eval_strategy") is None:
+        out.append(f"trainer.eval_strategy=None: with {target} the statistics pass and the "
+                   "'before' evaluation need an unsharded strategy (allowed: ddp or a DDPStrategy)")
+    return out
+
+
 def _model_problems(cfg: DictConfig) -> list[str]:
     m = cfg.model
     if m.get("path") is not None:
@@ -188,6 +208,7 @@ def check_config(cfg: DictConfig) -> None:
     except ValueError as e:
         problems.append(str(e))
     problems += _method_problems(cfg) + _data_problems(cfg) + _train_problems(cfg)
+    problems += _trainer_problems(cfg)
     model_problems = _model_problems(cfg)
     problems += model_problems
     if not problems:  # only when the cheap checks pass: this one reads the model config
