@@ -161,6 +161,8 @@ def run(cfg: DictConfig) -> dict:
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if cfg.resume and ckpt.exists() else None)
     train_seconds = time.perf_counter() - t0
+    extra.update(optimizer_steps=trainer.global_step,
+                 tokens_per_step=tokens_per_step(cfg, trainer.world_size))
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if is_sharded(trainer):
         # each process holds shards only (and Lightning cannot re-enter a model FSDP wrapped

@@ -1,4 +1,4 @@
-"""trainer=fsdp: the neuron parametrizations under torch's FSDP and Lightning's FSDPStrategy.
+"""Strategies and scale: FSDP with the neuron parametrizations, gradient accumulation.
 
 Lightning runs FSDP on GPUs only; on CPU, torch's FSDP shards with device_id=cpu over gloo,
 which `trainer=fsdp_cpu` (langsub.strategies.CPUFSDPStrategy) uses to run the same path.
@@ -142,3 +142,35 @@ def test_main_job_fsdp_cpu_equals_ddp_cpu(tmp_path):
     assert abs(ma["target_ppl_after"] - mb["target_ppl_after"]) < 1e-3 * ma["target_ppl_after"]
     assert (runs["fsdp_cpu"] / "train_ddp_process_1.log").exists()  # really two processes
     assert (runs["fsdp_cpu"] / "export" / "config.json").exists()
+
+
+def test_budget_steps_count_accumulated_batches():
+    from langsub.run import budget_steps, tokens_per_step
+
+    cfg = _cfg(["train.max_tokens=100000", "data.batch_size=4", "data.block_size=128",
+                "+trainer.accumulate_grad_batches=4"])
+    assert tokens_per_step(cfg, 2) == 4 * 128 * 2 * 4
+    assert budget_steps(cfg, 2) == -(-100000 // 4096) == 25
+    assert budget_steps(_cfg(["train.max_steps=7", "+trainer.accumulate_grad_batches=4"]), 8) == 7
+
+
+@pytest.mark.slow
+def test_accumulation_keeps_the_token_budget(tmp_path):
+    """accumulate_grad_batches=2: half the optimizer steps for the same tokens; validation
+    every train.val_every_n_steps optimizer steps (Lightning counts batches)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    r = subprocess.run([sys.executable, "train.py", "debug=fast", "train.max_steps=null",
+                        "train.max_tokens=16384", "+trainer.accumulate_grad_batches=2",
+                        "export=false", f"paths.cache_dir={tmp_path}/cache", f"hydra.run.dir={run}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["tokens_per_step"] == 16 * 128 * 2 and m["optimizer_steps"] == 4
+    assert 16384 - 128 < m["tokens_seen"] <= 16384  # 8 batches; a padded last block at most
+    ev = EventAccumulator(str(next((run / "tensorboard").rglob("events.out.*")).parent))
+    ev.Reload()
+    # debug=fast validates every 2 optimizer steps: after steps 2 and 4 (not after every 2
+    # batches, 4 times); Lightning labels them with the step before, as without accumulation
+    assert [e.step for e in ev.Scalars("val/ppl")] == [1, 3]
