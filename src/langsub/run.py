@@ -116,7 +116,7 @@ def run(cfg: DictConfig) -> dict:
     check_config(cfg)
     if cfg.get("dry_run"):
         from langsub.dryrun import dry_run
-        return dry_run(cfg)
+        return dry_run(cfg, Path(cfg.paths.output_dir))
     out_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, workers=True)
     model, tok = load_model(cfg.model)
