@@ -111,6 +111,24 @@ def build_datamodule(cfg: DictConfig, tok) -> LangDataModule:
                           lang_dir=d.get("lang_dir"))
 
 
+def test_after(cfg, trainer, evaluator, module, dm, method, mask, out_dir: Path) -> L.Trainer:
+    """The "after" numbers, from the best checkpoint; returns the trainer that holds the model.
+
+    Sharded (FSDP): each process holds shards only, and Lightning cannot re-enter a model
+    FSDP wrapped in place, so the trained model is rebuilt whole and evaluated as "before".
+    """
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if not is_sharded(trainer):
+        trainer.test(module, datamodule=dm, ckpt_path=best or None, verbose=False)
+        return trainer
+    if not best:
+        best = str(out_dir / "checkpoints" / "final.ckpt")
+        trainer.save_checkpoint(best)  # collective: every process takes part
+    module.model = rebuild_trained(cfg, method, mask, best)
+    evaluator.test(module, datamodule=dm, verbose=False)
+    return evaluator  # the sharded trainer and its model are dropped
+
+
 def run(cfg: DictConfig) -> dict:
     """Everything `python train.py` does; returns metrics.json's content."""
     check_config(cfg)
@@ -163,18 +181,7 @@ def run(cfg: DictConfig) -> dict:
     train_seconds = time.perf_counter() - t0
     extra.update(optimizer_steps=trainer.global_step,
                  tokens_per_step=tokens_per_step(cfg, trainer.world_size))
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    if is_sharded(trainer):
-        # each process holds shards only (and Lightning cannot re-enter a model FSDP wrapped
-        # in place): rebuild the trained model whole and evaluate it as "before" was
-        if not best:
-            best = str(out_dir / "checkpoints" / "final.ckpt")
-            trainer.save_checkpoint(best)  # collective: every process takes part
-        module.model = rebuild_trained(cfg, method, trained_mask, best)
-        trainer = evaluator  # drops the sharded trainer and its model
-        trainer.test(module, datamodule=dm, verbose=False)
-    else:
-        trainer.test(module, datamodule=dm, ckpt_path=best or None, verbose=False)
+    trainer = test_after(cfg, trainer, evaluator, module, dm, method, trained_mask, out_dir)
     delta = method.delta(module.model)
     module.model = method.merge(module.model)  # a plain transformers model from here on
     if align_before is not None:
