@@ -55,6 +55,33 @@ def test_check_config_names_the_key(override, key):
         check_config(_compose([override]))
 
 
+@pytest.mark.parametrize("overrides,needle", [
+    (["data.source.path=/nonexistent"], "data.source.path=/nonexistent: neither a known hub id "
+     "(cis-lmu/GlotCC-V1"),
+    (["data.eval.path=nope/flores"], "data.eval.path=nope/flores: neither a known hub id"),
+    (["data.langs=[af,qq]"], "language qq (data.langs, data.eval_langs or lang): no "),
+    (["data.source.name='{iso}'"], "data.source.name='{iso}': conf/lang/af.yaml has no field 'iso'"),
+    (["data.eval=null", "data.eval_max_tokens=null"], "data.eval_max_tokens=None"),
+    (["data.ident_max_tokens=null"], "data.ident_max_tokens=None"),
+    (["data.source.path=STANDIN"], "no config 'mlt-Latn' for language mt (has: afr-Latn)"),
+])
+def test_hub_source_problems(overrides, needle, tmp_path):
+    import standin
+
+    root = str(standin.glotcc(tmp_path, ["af"]))
+    cfg = _compose(["data=glotcc", *[o.replace("STANDIN", root) for o in overrides]])
+    with pytest.raises(ConfigError) as e:
+        check_config(cfg)
+    assert needle in str(e.value), str(e.value)
+
+
+def test_hub_sources_compose_and_pass():
+    for data in ("glotcc", "culturax", "wikipedia"):
+        cfg = _compose([f"data={data}", "lang=zh"])
+        check_config(cfg)  # a known hub id is accepted offline
+        assert cfg.data.eval.path == "openlanguagedata/flores_plus" and cfg.data.corpus_dir is None
+
+
 def _run(args, cwd=ROOT, timeout=300):
     return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout)
@@ -142,6 +169,8 @@ def test_unsupported_model_before_loading(tmp_path):
     (["data.corpus_dir=MISSING"], "does not exist"),
     (["data.corpus_dir=SHORT", "data.langs=[af]", "data.eval_langs=[af]"],
      "fewer tokens than one block"),
+    (["data=glotcc", "data.source.path=/nonexistent"], "data.source.path=/nonexistent: neither"),
+    (["data=glotcc", "data.langs=[af,qq]"], "language qq (data.langs"),
 ])
 def test_bad_input_one_line_nothing_written(args, needle, tmp_path):
     import torch

@@ -76,3 +76,38 @@ def test_unsupported_families_refused():
                                                num_key_value_heads=2, num_local_experts=2))
     with pytest.raises(UnsupportedModelError, match="supported FFNs"):
         find_ffns(moe)
+
+
+def test_memory_plan_by_hand():
+    from types import SimpleNamespace
+
+    from langsub.dryrun import activation_bytes, memory_plan
+
+    c = SimpleNamespace(hidden_size=8, intermediate_size=16, num_hidden_layers=2,
+                        num_attention_heads=2, num_key_value_heads=1, vocab_size=10)
+    # per token and layer: 4·8 + 2·8 + 2·4 + 4·16 = 120 elements; 2 bytes; 3 tokens
+    a = activation_bytes(c, tokens=3, act_bytes=2, checkpointing=False)
+    assert a["activations_gb"] * 1e9 == 2 * 120 * 2 * 3
+    assert a["logits_gb"] * 1e9 == 3 * 10 * (2 + 4 + 4)
+    ck = activation_bytes(c, tokens=3, act_bytes=2, checkpointing=True)
+    assert ck["activations_gb"] * 1e9 == 2 * 8 * 2 * 3 + 120 * 2 * 3
+    m = memory_plan(total=1000, trainable=10, weight_bytes=2, act=a)
+    assert (m["weights_gb"], m["gradients_gb"], m["optimizer_gb"]) == (2e-6, 2e-8, 4e-8)
+    assert m["peak_gb"] == sum(v for k, v in m.items() if k != "peak_gb")
+
+
+def test_dry_run_writes_plan_beside_lora_and_full(tmp_path):
+    import json
+
+    mask = [[torch.tensor([1, 2])] * 32]
+    torch.save(mask, tmp_path / "m.pth")
+    out = dry_run(_cfg(["model=llama31_8b", "data=glotcc", "trainer=gpu",
+                        f"method.neurons={tmp_path / 'm.pth'}", "method.neurons_langs=[af]"]),
+                  tmp_path)
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert plan["trainable_params"] == 64 * 3 * 4096 and plan["precision"] == "bf16-mixed"
+    assert set(plan["compare"]) == {"lora", "full"}
+    full = plan["compare"]["full"]
+    assert full["trainable_params"] == full["total_params"] == out["total_params"]
+    assert full["optimizer_gb"] == 2 * full["weights_gb"]  # AdamW, two bf16 states
+    assert plan["peak_gb"] < plan["compare"]["lora"]["peak_gb"] < full["peak_gb"]

@@ -111,28 +111,59 @@ class LangDataModule(L.LightningDataModule):
     """Serves, per language, packed blocks of the train/valid/test splits.
 
     `langs` are the identification languages in K order; the target language's train
-    split is the fine-tuning data, its valid split the validation data.
+    split is the fine-tuning data, its valid split the validation data. The text comes from
+    `corpus_dir` (`<lang>.jsonl|txt`) or, with `source`, from a streamed hub corpus that is
+    materialised into files of the same format first (see langsub.hub).
+    `train_budget_tokens`: what fine-tuning consumes; how far the target's stream is read.
     """
 
-    def __init__(self, corpus_dir: str, langs: list[str], target: str, tokenizer=None,
+    def __init__(self, corpus_dir: str | None, langs: list[str], target: str, tokenizer=None,
                  block_size: int = 128, batch_size: int = 16, eval_batch_size: int = 32,
                  eval_langs: list[str] | None = None, ident_max_tokens: int | None = None,
                  train_max_tokens: int | None = None, eval_max_tokens: int | None = None,
-                 cache_dir: str = ".cache", num_workers: int = 0, seed: int = 0):
+                 cache_dir: str = ".cache", num_workers: int = 0, seed: int = 0,
+                 source: dict | None = None, eval_source: dict | None = None,
+                 lang_dir: str | None = None, train_budget_tokens: int | None = None):
         super().__init__()
         self.corpus_dir, self.langs, self.target = corpus_dir, list(langs), target
         self.eval_langs = list(eval_langs or langs)
         self.tokenizer, self.block_size = tokenizer, block_size
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.ident_max_tokens, self.train_max_tokens = ident_max_tokens, train_max_tokens
-        self.eval_max_tokens = eval_max_tokens
+        self.eval_max_tokens, self.train_budget_tokens = eval_max_tokens, train_budget_tokens
         self.cache_dir, self.num_workers, self.seed = cache_dir, num_workers, seed
+        self.hub = None
+        if source is not None:
+            from langsub.hub import HubCorpus
+
+            self.hub = HubCorpus(source, eval_source, lang_dir, cache_dir, seed)
         self._cache: dict[tuple, datasets.Dataset] = {}
 
-    def check_files(self) -> None:
-        """Fail before any model work if a corpus file is missing or empty."""
-        for lang in dict.fromkeys(self.langs + self.eval_langs + [self.target]):
-            corpus_file(self.corpus_dir, lang)
+    def stream_budgets(self, lang: str) -> dict[str, int]:
+        """Tokens to stream per split, whole blocks: identification (every language of
+        `langs`), fine-tuning (the target), held-out valid/test (without an eval source)."""
+        from langsub.hub import round_up
+
+        train = max((self.ident_max_tokens or 0) if lang in self.langs else 0,
+                    (self.train_budget_tokens or 0) if lang == self.target else 0)
+        held = 0 if self.hub.eval_source else round_up(self.eval_max_tokens, self.block_size)
+        return {"train": round_up(train, self.block_size), "valid": held, "test": held}
+
+    def corpus_path(self, lang: str) -> Path:
+        """The `<lang>.jsonl|txt` file of a language (materialised first for a hub source)."""
+        if self.hub is None:
+            return corpus_file(self.corpus_dir, lang)
+        return self.hub.file(lang, self.tokenizer, self.stream_budgets(lang))
+
+    def corpus_identity(self, lang: str):
+        """What the identification data of `lang` depends on (keys the statistics cache)."""
+        if self.hub is None:
+            from langsub.stats import file_digest
+
+            return file_digest(corpus_file(self.corpus_dir, lang))
+        from langsub.hub import round_up
+
+        return self.hub.identity(lang, round_up(self.ident_max_tokens, self.block_size))
 
     def check_blocks(self) -> None:
         """Every split the run uses holds at least one full block (before any model loads)."""
@@ -152,8 +183,7 @@ class LangDataModule(L.LightningDataModule):
     def blocks(self, lang: str, split: str, max_tokens: int | None = None) -> datasets.Dataset:
         key = (lang, split, max_tokens)
         if key not in self._cache:
-            texts = load_texts(corpus_file(self.corpus_dir, lang), split, self.cache_dir,
-                               self.seed)
+            texts = load_texts(self.corpus_path(lang), split, self.cache_dir, self.seed)
             ds = pack(texts, self.tokenizer, self.block_size, max_tokens)
             if len(ds) == 0 or int(ds[0]["attention_mask"].sum()) < self.block_size:
                 raise CorpusError(f"language {lang}: the {split} split has fewer tokens than "

@@ -4,12 +4,16 @@
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from langsub.ffn import find_ffns
 from langsub.lape import load_neurons, select_random_global
 from langsub.methods import build_method, count_params
+from langsub.stats import atomic_write_text
 
 
 def model_config(cfg_model: DictConfig):
@@ -31,14 +35,58 @@ def meta_model(cfg_model: DictConfig):
         return AutoModelForCausalLM.from_config(model_config(cfg_model))
 
 
-def dry_run(cfg: DictConfig) -> dict:
-    """Trainable/total parameters and a memory estimate, with no weights loaded."""
+def activation_bytes(config, tokens: int, act_bytes: int, checkpointing: bool) -> dict:
+    """Activations kept for the backward pass of a gated-FFN decoder (an estimate).
+
+    Per token and layer: the two norms' inputs and outputs (4h), q and the attention output
+    (2·q_dim), k and v (2·kv_dim; SDPA keeps no score matrix), gate, up, act(gate) and their
+    product (4f). With gradient checkpointing only each layer's input (h) is kept, plus one
+    layer recomputed. Logits: model dtype, a float32 copy in the loss and its gradient.
+    """
+    h, f, L = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or h // heads
+    q_dim, kv_dim = heads * head_dim, (getattr(config, "num_key_value_heads", None) or heads) * head_dim
+    layer = (4 * h + 2 * q_dim + 2 * kv_dim + 4 * f) * act_bytes * tokens
+    layers = (L * h * act_bytes * tokens + layer) if checkpointing else L * layer
+    logits = tokens * config.vocab_size * (act_bytes + 4 + 4)
+    return {"activations_gb": layers / 1e9, "logits_gb": logits / 1e9}
+
+
+def memory_plan(total: int, trainable: int, weight_bytes: int, act: dict) -> dict:
+    """GB per process without sharding (FSDP divides weights, gradients and optimizer
+    state by the number of GPUs). AdamW keeps two states in the parameters' dtype."""
+    m = {"weights_gb": total * weight_bytes / 1e9,
+         "gradients_gb": trainable * weight_bytes / 1e9,
+         "optimizer_gb": 2 * trainable * weight_bytes / 1e9, **act}
+    m["peak_gb"] = sum(m.values())
+    return m
+
+
+def _plan(cfg: DictConfig, method_cfg: dict, mask, config) -> dict:
     model = meta_model(cfg.model)
-    ffns = find_ffns(model)
+    _, total = count_params(model)
+    model = build_method(method_cfg).prepare(model, mask)
+    trainable, _ = count_params(model)
+    weight_bytes = torch.finfo(getattr(torch, cfg.model.dtype)).bits // 8
+    half = weight_bytes == 2 or "16" in str(cfg.trainer.get("precision", ""))
+    tokens = cfg.data.batch_size * cfg.data.block_size
+    act = activation_bytes(config, tokens, 2 if half else 4,
+                           bool(cfg.model.get("gradient_checkpointing")))
+    return {"method": method_cfg["name"], "trainable_params": trainable, "total_params": total,
+            "trainable_fraction": trainable / total,
+            **memory_plan(total, trainable, weight_bytes, act)}
+
+
+def dry_run(cfg: DictConfig, out_dir: Path | None = None) -> dict:
+    """Trainable/total parameters and memory of the run, beside LoRA and full fine-tuning of
+    the same model, from the config alone (meta device, no weights); `<out_dir>/plan.json`."""
+    config = model_config(cfg.model)
+    ffns = find_ffns(meta_model(cfg.model))
     L, N = len(ffns), ffns[0].n_neurons
-    method = build_method(OmegaConf.to_container(cfg.method, resolve=True))
+    method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
     mask, source = None, None
-    if method.needs_neurons:
+    if build_method(method_cfg).needs_neurons:
         if cfg.method.get("neurons"):
             mask = load_neurons(cfg.method.neurons, cfg.method.get("neurons_langs"), L, N)[
                 cfg.lang.code]
@@ -47,16 +95,32 @@ def dry_run(cfg: DictConfig) -> dict:
             rho = cfg.rho if cfg.rho != "auto" else 0.05
             mask = select_random_global(round(rho * L * N), L, N, cfg.seed)
             source = f"estimate: rho={rho} of {L}x{N} neurons"
-    _, total = count_params(model)
-    model = method.prepare(model, mask)
-    trainable, _ = count_params(model)
-    bytes_w = torch.finfo(getattr(torch, cfg.model.dtype)).bits // 8
-    est = {"weights_gb": total * bytes_w / 1e9,
-           "grads_and_adam_gb": trainable * (bytes_w + 8) / 1e9}
+    run = _plan(cfg, method_cfg, mask, config)
+    compare = {}
+    method_dir = Path(cfg.paths.root_dir) / "conf" / "method"
+    for name in ("lora", "full"):
+        if name != method_cfg["name"] and (method_dir / f"{name}.yaml").is_file():
+            compare[name] = _plan(cfg, OmegaConf.to_container(
+                OmegaConf.load(method_dir / f"{name}.yaml"), resolve=True), None, config)
     out = {"model": cfg.model.name, "method": cfg.method.name, "layers": L, "ffn_width": N,
            "neurons": int(sum(len(t) for t in mask)) if mask is not None else None,
-           "neuron_source": source, "trainable_params": trainable, "total_params": total,
-           "trainable_fraction": trainable / total, **est}
-    for k, v in out.items():
-        print(f"{k:>20}: {v:,.4f}" if isinstance(v, float) else f"{k:>20}: {v}")
+           "neuron_source": source, "batch_size": cfg.data.batch_size,
+           "block_size": cfg.data.block_size, "precision": cfg.trainer.get("precision"),
+           "gradient_checkpointing": bool(cfg.model.get("gradient_checkpointing")),
+           **{k: v for k, v in run.items() if k != "method"}, "compare": compare}
+    print_plan(out, [run, *compare.values()])
+    if out_dir is not None:
+        atomic_write_text(Path(out_dir) / "plan.json", json.dumps(out, indent=1))
     return out
+
+
+def print_plan(out: dict, rows: list[dict]) -> None:
+    print(f"[langsub] dry run: {out['model']}, {out['layers']} layers x {out['ffn_width']} FFN "
+          f"neurons; neurons: {out['neurons']} ({out['neuron_source']}); batch "
+          f"{out['batch_size']} x {out['block_size']} tokens, {out['precision']}, gradient "
+          f"checkpointing {'on' if out['gradient_checkpointing'] else 'off'}")
+    cols = ["weights_gb", "gradients_gb", "optimizer_gb", "activations_gb", "logits_gb", "peak_gb"]
+    print(f"{'method':<8}{'trainable':>15}{'%':>8}" + "".join(f"{c[:-3]:>13}" for c in cols))
+    for r in rows:
+        print(f"{r['method']:<8}{r['trainable_params']:>15,}{100 * r['trainable_fraction']:>8.3f}"
+              + "".join(f"{r[c]:>10.1f} GB" for c in cols))

@@ -4,13 +4,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import hydra
 import torch
 from omegaconf import DictConfig
 
 from langsub import lape
-from langsub.data import corpus_file
 from langsub.ffn import find_ffns
+from langsub.strategies import make_trainer
 from langsub.stats import ActivationStats, file_digest, fingerprint, load_stats, save_stats
 
 
@@ -28,7 +27,7 @@ def model_identity(model, tokenizer, cfg_model: DictConfig) -> dict:
 
 
 def stats_meta(cfg: DictConfig, model, tokenizer, dm) -> dict:
-    corpus = {lang: file_digest(corpus_file(dm.corpus_dir, lang)) for lang in dm.langs}
+    corpus = {lang: dm.corpus_identity(lang) for lang in dm.langs}
     return {"model": model_identity(model, tokenizer, cfg.model), "corpus": corpus,
             "langs": list(dm.langs), "ident_max_tokens": dm.ident_max_tokens,
             "block_size": dm.block_size, "version": 1}
@@ -42,8 +41,8 @@ def gather_stats(cfg: DictConfig, module, dm) -> tuple[torch.Tensor, torch.Tenso
     if cached is not None:
         return cached[0], cached[1], True
     cb = ActivationStats(len(dm.langs))
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=[cb], logger=False,
-                                      enable_checkpointing=False, enable_model_summary=False)
+    trainer = make_trainer(cfg.trainer, evaluation=True, callbacks=[cb], logger=False,
+                           enable_checkpointing=False, enable_model_summary=False)
     trainer.predict(module, dataloaders=dm.identification_dataloaders(),
                     return_predictions=False)
     if trainer.is_global_zero:

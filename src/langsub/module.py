@@ -83,8 +83,11 @@ class CausalLMModule(L.LightningModule):
         decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
 
     def on_train_end(self):
-        """Under DDP, check (not assume) that every rank ends with the same trainable weights."""
-        if self.trainer.world_size > 1:
+        """Under DDP, check (not assume) that every rank ends with the same trainable weights
+        (under FSDP each rank holds different shards: nothing to compare)."""
+        from langsub.strategies import is_sharded
+
+        if self.trainer.world_size > 1 and not is_sharded(self.trainer):
             digest = torch.stack([t for p in self.model.parameters() if p.requires_grad
                                   for t in (p.detach().double().sum(),
                                             p.detach().double().square().sum())])
@@ -107,18 +110,40 @@ class CausalLMModule(L.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
+                                    gradient_clip_algorithm=None):
+        """Under FSDP the norm spans all shards: only the root FSDP module can clip it."""
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        root = self.trainer.strategy.model
+        if gradient_clip_val and isinstance(root, FSDP):
+            if gradient_clip_algorithm not in (None, "norm"):
+                raise ValueError(f"trainer.gradient_clip_algorithm={gradient_clip_algorithm!r}: "
+                                 "allowed under FSDP is 'norm'")
+            root.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     # ---------------------------------------------------------------- checkpoints
     def trainable_keys(self) -> set[str]:
-        return {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
+        """State-dict keys of the trainable tensors (FSDP's wrapper prefixes removed)."""
+        from torch.distributed.fsdp._common_utils import clean_tensor_name
+
+        return {f"model.{clean_tensor_name(n)}" for n, p in self.model.named_parameters()
+                if p.requires_grad}
 
     def on_save_checkpoint(self, checkpoint):
         keep = self.trainable_keys()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        checkpoint["trainable_keys"] = sorted(keep)
         checkpoint["tokens_seen"] = self.tokens_seen
 
     def on_load_checkpoint(self, checkpoint):
-        missing = self.trainable_keys() - set(checkpoint["state_dict"])
-        unexpected = set(checkpoint["state_dict"]) - self.trainable_keys()
+        # FSDP loads (and removes) the state dict before this hook: check the saved key list
+        keys = set(checkpoint["state_dict"]) if "state_dict" in checkpoint \
+            else set(checkpoint.get("trainable_keys", ()))
+        missing = self.trainable_keys() - keys
+        unexpected = keys - self.trainable_keys()
         if missing or unexpected:
             raise ValueError(f"checkpoint does not match this run's trainable tensors: "
                              f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")

@@ -20,6 +20,7 @@ from langsub.identify import neurons_for_run, random_like, write_neurons_json
 from langsub.methods import build_method, count_params
 from langsub.module import CausalLMModule
 from langsub.stats import atomic_write, atomic_write_text
+from langsub.strategies import is_sharded, make_trainer
 from langsub.validate import check_config
 
 
@@ -52,24 +53,89 @@ def geomean(values) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
 
 
-def build_trainer(cfg: DictConfig, max_steps: int) -> L.Trainer:
+def build_trainers(cfg: DictConfig, model) -> tuple[L.Trainer, L.Trainer]:
+    """(fit trainer, evaluation trainer): the same one unless the strategy shards (FSDP),
+    where the statistics pass and the "before" evaluation run under trainer.eval_strategy.
+
+    Lightning's val_check_interval counts batches, not optimizer steps: scaled by the
+    accumulation so that validation runs every train.val_every_n_steps optimizer steps.
+    """
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     if cfg.train.get("early_stopping_patience"):
         callbacks.append(L.pytorch.callbacks.EarlyStopping(
             "val/ppl", patience=cfg.train.early_stopping_patience, mode="min"))
     loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
-    return hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False,
-                                   max_steps=max_steps, val_check_interval=cfg.train.val_every_n_steps,
-                                   check_val_every_n_epoch=None, max_epochs=-1,
-                                   default_root_dir=cfg.paths.output_dir)
+    accumulate = cfg.trainer.get("accumulate_grad_batches") or 1
+    fit = make_trainer(cfg.trainer, model, callbacks=callbacks, logger=loggers or False,
+                       max_steps=1, val_check_interval=cfg.train.val_every_n_steps * accumulate,
+                       check_val_every_n_epoch=None, max_epochs=-1,
+                       default_root_dir=cfg.paths.output_dir)
+    if cfg.trainer.get("eval_strategy") is None:
+        return fit, fit
+    return fit, make_trainer(cfg.trainer, model, evaluation=True, logger=loggers or False,
+                             enable_checkpointing=False, default_root_dir=cfg.paths.output_dir)
+
+
+def rebuild_trained(cfg: DictConfig, method, mask, ckpt_path: str):
+    """The trained model whole, from the base weights and a checkpoint's trainable tensors
+    (after sharded training each process holds only shards). Keys are checked, not ignored."""
+    model, _ = load_model(cfg.model)
+    model = method.prepare(model, mask)
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
+    state = {k.removeprefix("model."): v for k, v in state.items()}
+    want = {n for n, p in model.named_parameters() if p.requires_grad}
+    if set(state) != want:
+        raise ValueError(f"{ckpt_path}: trainable tensors do not match the rebuilt model: missing "
+                         f"{sorted(want - set(state))[:5]}, unexpected {sorted(set(state) - want)[:5]}")
+    model.load_state_dict(state, strict=False)
+    return model
+
+
+def tokens_per_step(cfg: DictConfig, world_size: int) -> int:
+    """Tokens one optimizer step sees: batch × block × processes × accumulated batches."""
+    return cfg.data.batch_size * cfg.data.block_size * world_size * \
+        (cfg.trainer.get("accumulate_grad_batches") or 1)
 
 
 def budget_steps(cfg: DictConfig, world_size: int) -> int:
+    """Optimizer steps of the run: train.max_steps, else train.max_tokens / tokens per step."""
     if cfg.train.get("max_steps"):
         return int(cfg.train.max_steps)
-    per_step = cfg.data.batch_size * cfg.data.block_size * world_size * \
-        cfg.trainer.get("accumulate_grad_batches", 1)
-    return max(1, math.ceil(cfg.train.max_tokens / per_step))
+    return max(1, math.ceil(cfg.train.max_tokens / tokens_per_step(cfg, world_size)))
+
+
+def build_datamodule(cfg: DictConfig, tok) -> LangDataModule:
+    """The data module of `cfg.data`: a local corpus directory or a streamed hub source."""
+    d = cfg.data
+
+    def container(x):
+        return OmegaConf.to_container(x, resolve=True) if x is not None else None
+
+    return LangDataModule(corpus_dir=d.corpus_dir, langs=d.langs, target=cfg.lang.code,
+                          tokenizer=tok, block_size=d.block_size, batch_size=d.batch_size,
+                          eval_batch_size=d.eval_batch_size, eval_langs=d.eval_langs,
+                          ident_max_tokens=d.ident_max_tokens, eval_max_tokens=d.eval_max_tokens,
+                          cache_dir=cfg.paths.cache_dir, num_workers=d.num_workers, seed=cfg.seed,
+                          source=container(d.get("source")), eval_source=container(d.get("eval")),
+                          lang_dir=d.get("lang_dir"))
+
+
+def test_after(cfg, trainer, evaluator, module, dm, method, mask, out_dir: Path) -> L.Trainer:
+    """The "after" numbers, from the best checkpoint; returns the trainer that holds the model.
+
+    Sharded (FSDP): each process holds shards only, and Lightning cannot re-enter a model
+    FSDP wrapped in place, so the trained model is rebuilt whole and evaluated as "before".
+    """
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if not is_sharded(trainer):
+        trainer.test(module, datamodule=dm, ckpt_path=best or None, verbose=False)
+        return trainer
+    if not best:
+        best = str(out_dir / "checkpoints" / "final.ckpt")
+        trainer.save_checkpoint(best)  # collective: every process takes part
+    module.model = rebuild_trained(cfg, method, mask, best)
+    evaluator.test(module, datamodule=dm, verbose=False)
+    return evaluator  # the sharded trainer and its model are dropped
 
 
 def run(cfg: DictConfig) -> dict:
@@ -82,24 +148,21 @@ def _run(cfg: DictConfig) -> dict:
     check_config(cfg)
     if cfg.get("dry_run"):
         from langsub.dryrun import dry_run
-        return dry_run(cfg)
+        return dry_run(cfg, Path(cfg.paths.output_dir))
     out_dir = Path(cfg.paths.output_dir)
     tok = load_tokenizer(cfg.model)
     target = cfg.lang.code
-    dm = LangDataModule(corpus_dir=cfg.data.corpus_dir, langs=cfg.data.langs, target=target,
-                        tokenizer=tok, block_size=cfg.data.block_size,
-                        batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch_size,
-                        eval_langs=cfg.data.eval_langs, ident_max_tokens=cfg.data.ident_max_tokens,
-                        eval_max_tokens=cfg.data.eval_max_tokens, cache_dir=cfg.paths.cache_dir,
-                        num_workers=cfg.data.num_workers, seed=cfg.seed)
-    dm.check_blocks()  # tokenizes (cached) every split the run needs: short data fails here
+    dm = build_datamodule(cfg, tok)
+    if dm.hub is None:  # a local corpus: short data fails here, before the model loads
+        dm.check_blocks()  # (a hub stream's budget needs the world size: checked later)
     L.seed_everything(cfg.seed, workers=True)
     model, tok = load_model(cfg.model, tok)
     method = build_method(OmegaConf.to_container(cfg.method, resolve=True))
     _, total = count_params(model)
-    trainer = build_trainer(cfg, 1)
+    trainer, evaluator = build_trainers(cfg, model)
     steps = budget_steps(cfg, trainer.world_size)  # the token budget needs the world size
     trainer.fit_loop.epoch_loop.max_steps = steps
+    dm.train_budget_tokens = steps * tokens_per_step(cfg, trainer.world_size)
     module = CausalLMModule(model, dm.eval_langs, lr=cfg.train.lr,
                             weight_decay=cfg.train.weight_decay,
                             warmup_steps=int(cfg.train.warmup_ratio * steps), max_steps=steps)
@@ -111,7 +174,7 @@ def _run(cfg: DictConfig) -> dict:
             n = module.model.config.intermediate_size
             trained_mask = random_like(trained_mask, n, cfg.seed, cfg.method.get("match", "layer"))
     # the "before" numbers (and analyses) come from the untouched model
-    trainer.test(module, datamodule=dm, verbose=False)
+    evaluator.test(module, datamodule=dm, verbose=False)
     kinds, extra = wanted(cfg), {}
     an_dir = out_dir / "analysis"
     if kinds:
@@ -133,8 +196,9 @@ def _run(cfg: DictConfig) -> dict:
     t0 = time.perf_counter()
     trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if cfg.resume and ckpt.exists() else None)
     train_seconds = time.perf_counter() - t0
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    trainer.test(module, datamodule=dm, ckpt_path=best or None, verbose=False)
+    extra.update(optimizer_steps=trainer.global_step,
+                 tokens_per_step=tokens_per_step(cfg, trainer.world_size))
+    trainer = test_after(cfg, trainer, evaluator, module, dm, method, trained_mask, out_dir)
     delta = method.delta(module.model)
     module.model = method.merge(module.model)  # a plain transformers model from here on
     if align_before is not None:

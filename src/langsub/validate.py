@@ -65,7 +65,61 @@ def _data_problems(cfg: DictConfig) -> list[str]:
                 corpus_file(d.corpus_dir, lang)
             except CorpusError as e:
                 out.append(str(e))
+    elif d.get("source") is None:
+        out.append("data.corpus_dir and data.source are both null: set one")
+    else:
+        out += _source_problems(cfg)
     return out
+
+
+def _source_problems(cfg: DictConfig) -> list[str]:
+    """A streamed corpus: known hub id or local directory, a config name for every language,
+    finite budgets."""
+    from langsub.hub import KNOWN_HUB_IDS, config_name
+
+    d, target, out = cfg.data, cfg.lang.code, []
+    ident = list(dict.fromkeys(list(d.langs) + [target]))
+    specs = [("data.source", d.source, ident if d.get("eval") else
+              list(dict.fromkeys(ident + list(d.eval_langs))))]
+    if d.get("eval") is not None:
+        specs.append(("data.eval", d.eval, list(dict.fromkeys(list(d.eval_langs) + [target]))))
+        for k in ("valid_split", "test_split"):
+            if not d.eval.get(k):
+                out.append(f"data.eval.{k}={d.eval.get(k)!r}: allowed is a split name (FLORES+: "
+                           "dev, devtest)")
+    for key, spec, langs in specs:
+        path = str(spec.path)
+        local = Path(path).is_dir()
+        if not local and path not in KNOWN_HUB_IDS:
+            out.append(f"{key}.path={path}: neither a known hub id ({', '.join(KNOWN_HUB_IDS)}) "
+                       "nor an existing local directory")
+            continue
+        have = _local_configs(path) if local else None
+        for lang in langs:
+            try:
+                name = config_name(spec.name, lang, d.lang_dir, key)
+            except CorpusError as e:
+                out.append(str(e))
+                continue
+            if have is not None and name not in have:
+                out.append(f"{key}.path={path}: no config {name!r} for language {lang} (has: "
+                           f"{', '.join(have) or 'none: add a README.md with configs, as on the hub'})")
+    if d.get("ident_max_tokens") is None:
+        out.append("data.ident_max_tokens=None: a streamed corpus needs a budget (a positive integer)")
+    if d.get("eval") is None and d.get("eval_max_tokens") is None:
+        out.append("data.eval_max_tokens=None: held-out valid/test of a streamed corpus need a "
+                   "budget (a positive integer), or set data.eval (FLORES+)")
+    return out
+
+
+def _local_configs(path: str) -> list[str]:
+    """The config names a local directory declares (README.md `configs:`, as on the hub)."""
+    import datasets
+
+    try:
+        return list(datasets.get_dataset_config_names(path))
+    except Exception:  # no usable README: nothing is declared
+        return []
 
 
 def _train_problems(cfg: DictConfig) -> list[str]:
@@ -77,6 +131,26 @@ def _train_problems(cfg: DictConfig) -> list[str]:
                        + (" or null" if key in ("max_tokens", "max_steps") else ""))
     if t.get("max_tokens") is None and t.get("max_steps") is None:
         out.append("train.max_tokens and train.max_steps are both null: set a budget")
+    return out
+
+
+def _trainer_problems(cfg: DictConfig) -> list[str]:
+    """Accumulation; FSDP: GPUs only (Lightning's rule), and an unsharded strategy for the
+    passes that run before the method is applied."""
+    t, out = cfg.trainer, []
+    acc = t.get("accumulate_grad_batches") or 1
+    if isinstance(acc, bool) or not isinstance(acc, int) or acc < 1:
+        out.append(f"trainer.accumulate_grad_batches={acc!r}: allowed is a positive integer")
+    s = t.get("strategy")
+    target = str(s.get("_target_", "") if isinstance(s, DictConfig) else s or "")
+    if "fsdp" not in target.lower():
+        return out
+    if t.get("accelerator") not in ("gpu", "cuda") and not target.endswith("CPUFSDPStrategy"):
+        out.append(f"trainer.accelerator={t.get('accelerator')}: trainer.strategy={target} runs on "
+                   "GPUs only (allowed: gpu, cuda); on CPU, trainer=fsdp_cpu exercises the same path")
+    if t.get("eval_strategy") is None:
+        out.append(f"trainer.eval_strategy=None: with {target} the statistics pass and the "
+                   "'before' evaluation need an unsharded strategy (allowed: ddp or a DDPStrategy)")
     return out
 
 
@@ -134,9 +208,10 @@ def check_config(cfg: DictConfig) -> None:
     except ValueError as e:
         problems.append(str(e))
     problems += _method_problems(cfg) + _data_problems(cfg) + _train_problems(cfg)
+    problems += _trainer_problems(cfg)
     model_problems = _model_problems(cfg)
     problems += model_problems
     if not problems:  # only when the cheap checks pass: this one reads the model config
         problems += _shape_problems(cfg)
     if problems:
-        raise ConfigError("\n".join(problems))
+        raise ConfigError("\n".join(dict.fromkeys(problems)))  # each problem once
