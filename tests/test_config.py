@@ -149,3 +149,15 @@ def test_bad_input_one_line_nothing_written(args, needle, tmp_path):
     for p in ("metrics.json", "export", "checkpoints", "neurons.json", "delta.safetensors"):
         assert not (run / p).exists()
     assert not (tmp_path / "cache").exists()
+
+
+def test_lm_eval_problems_before_loading():
+    """Unknown task names and bad eval.lm_eval values are caught from the config alone."""
+    check_config(_compose(["eval.lm_eval.tasks=[langsub_cloze_af,langsub_cloze_en]"]))
+    with pytest.raises(ConfigError, match=r"'langsub_cloze_xx' is not an lm-eval task "
+                                          r"\(did you mean langsub_cloze"):
+        check_config(_compose(["eval.lm_eval.tasks=[langsub_cloze_xx]"]))
+    with pytest.raises(ConfigError) as e:
+        check_config(_compose(["eval.lm_eval.tasks=[langsub_cloze_af]", "eval.lm_eval.limit=0",
+                               "eval.lm_eval.include_path=[/nonexistent]"]))
+    assert "eval.lm_eval.limit=0" in str(e.value) and "/nonexistent is not a directory" in str(e.value)

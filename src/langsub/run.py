@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from langsub.analyses_run import (alignment_curves, deactivation, wanted, write_alignment,
                                   write_weights)
 from langsub.analysis import snapshot_ffn, weight_change
+from langsub.benchmarks import run_phase as lm_eval_phase
 from langsub.data import LangDataModule
 from langsub.identify import neurons_for_run, random_like, write_neurons_json
 from langsub.methods import build_method, count_params
@@ -96,7 +97,8 @@ def run(cfg: DictConfig) -> dict:
             trained_mask = random_like(trained_mask, n, cfg.seed, cfg.method.get("match", "layer"))
     # the "before" numbers (and analyses) come from the untouched model
     trainer.test(module, datamodule=dm, verbose=False)
-    kinds, extra = wanted(cfg), {}
+    kinds, device = wanted(cfg), trainer.strategy.root_device
+    extra = lm_eval_phase(module.model, tok, cfg, "before", module.logger, device)
     an_dir = out_dir / "analysis"
     if kinds:
         an_dir.mkdir(parents=True, exist_ok=True)
@@ -121,6 +123,7 @@ def run(cfg: DictConfig) -> dict:
     trainer.test(module, datamodule=dm, ckpt_path=best or None, verbose=False)
     delta = method.delta(module.model)
     module.model = method.merge(module.model)  # a plain transformers model from here on
+    extra.update(lm_eval_phase(module.model, tok, cfg, "after", module.logger, device))
     if align_before is not None:
         extra.update(write_alignment(an_dir, align_before, alignment_curves(
             module.model, tok, cfg, align_langs), target, module.logger))
@@ -182,4 +185,8 @@ def print_table(m: dict, out_dir: Path) -> None:
     print(f"{'':<12}{'before':>10}{'after':>10}{'change':>9}")
     for name, b, a in rows:
         print(f"{name:<12}{b:>10.2f}{a:>10.2f}{100 * (a / b - 1):>8.2f}%")
+    for k, b in m.items():  # lm-eval scores, without their standard errors
+        a = m.get(k.replace("lm_eval_before/", "lm_eval_after/", 1))
+        if k.startswith("lm_eval_before/") and "_stderr" not in k and a is not None:
+            print(f"{k[len('lm_eval_before/'):]}  {b:.4f} -> {a:.4f}")
     print(f"run dir: {out_dir}\n")

@@ -134,6 +134,9 @@ def check_config(cfg: DictConfig) -> None:
     except ValueError as e:
         problems.append(str(e))
     problems += _method_problems(cfg) + _data_problems(cfg) + _train_problems(cfg)
+    from langsub.benchmarks import config_problems
+
+    problems += config_problems((cfg.get("eval") or {}).get("lm_eval") or {})
     model_problems = _model_problems(cfg)
     problems += model_problems
     if not problems:  # only when the cheap checks pass: this one reads the model config
