@@ -178,3 +178,25 @@ def test_selection_from_original_activation_files(tmp_path):
     a, b = (json.loads((r / "neurons.json").read_text()) for r in (first, second))
     assert a["langs"] == b["langs"]
     assert not (tmp_path / "empty/stats").exists()  # no statistics pass ran
+
+
+@pytest.fixture(scope="module")
+def transfer(tmp_path_factory):
+    """af's data on de's neurons (debug=fast identifies af en de ka)."""
+    tmp = tmp_path_factory.mktemp("transfer")
+    run = _fast(["method.neurons_from=de"], tmp)
+    return run, json.loads((run / "metrics.json").read_text())
+
+
+def test_transfer_trains_the_other_language_s_neurons(transfer):
+    run, m = transfer
+    neurons = json.loads((run / "neurons.json").read_text())
+    assert m["lang"] == "af" and m["neurons_from"] == "de"
+    assert neurons["meta"]["neurons_from"] == "de"
+    assert neurons["af"] == neurons["langs"]["de"] != neurons["langs"]["af"]
+    assert m["neurons"] == neurons["counts"]["de"]
+    d = load_file(str(run / "delta.safetensors"))
+    for layer, idx in enumerate(neurons["langs"]["de"]):
+        key = f"model.layers.{layer}.mlp.down_proj.index"
+        assert d[key].tolist() == idx if idx else key not in d
+    assert m["target_ppl_after"] != m["target_ppl_before"]

@@ -16,7 +16,7 @@ from langsub.analyses_run import (alignment_curves, deactivation, wanted, write_
 from langsub.analysis import snapshot_ffn, weight_change
 from langsub.benchmarks import run_phase as lm_eval_phase
 from langsub.data import LangDataModule
-from langsub.identify import neurons_for_run, random_like, write_neurons_json
+from langsub.identify import neuron_source, neurons_for_run, random_like, write_neurons_json
 from langsub.methods import build_method, count_params
 from langsub.module import CausalLMModule
 from langsub.stats import atomic_write, atomic_write_text
@@ -91,7 +91,7 @@ def run(cfg: DictConfig) -> dict:
     masks, info, trained_mask = None, {"stats_cache_hit": None, "rho_used": None}, None
     if method.needs_neurons:
         masks, info = neurons_for_run(cfg, module, dm)
-        trained_mask = masks[target]
+        trained_mask = masks[neuron_source(cfg)]
         if cfg.method.name == "random":
             n = module.model.config.intermediate_size
             trained_mask = random_like(trained_mask, n, cfg.seed, cfg.method.get("match", "layer"))
@@ -145,6 +145,7 @@ def collect_metrics(cfg, module, masks, trained_mask, info, trainable, total, se
          "threshold": cfg.threshold, "seed": cfg.seed,
          "base_model": cfg.model.get("path") or cfg.model.hub_id,
          "neurons": int(sum(len(t) for t in trained_mask)) if trained_mask is not None else None,
+         "neurons_from": neuron_source(cfg) if trained_mask is not None else None,
          "trainable_params": trainable, "total_params": total,
          "trainable_fraction": trainable / total, **dict(sorted(r.items())),
          "target_ppl_before": r.get(f"ppl_before/{target}"),
@@ -159,7 +160,7 @@ def collect_metrics(cfg, module, masks, trained_mask, info, trainable, total, se
 def write_outputs(cfg, out_dir, method, module, tok, masks, trained_mask, info, metrics, delta):
     if masks is not None:
         meta = {"rho": cfg.rho, "rho_used": info["rho_used"], "threshold": cfg.threshold,
-                "scope": cfg.scope, "method": cfg.method.name}
+                "scope": cfg.scope, "method": cfg.method.name, "neurons_from": neuron_source(cfg)}
         write_neurons_json(out_dir / "neurons.json", masks, cfg.lang.code, trained_mask, meta)
         from langsub.plots import log_neuron_figures
         log_neuron_figures(out_dir, module.logger, masks, info)
