@@ -11,14 +11,15 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from langsub.analyses_run import (alignment_curves, deactivation, wanted, write_alignment,
-                                  write_weights)
+from langsub.analyses_run import (alignment_curves, deactivation, reversal, wanted,
+                                  write_alignment, write_weights)
 from langsub.analysis import snapshot_ffn, weight_change
 from langsub.benchmarks import run_phase as lm_eval_phase
 from langsub.data import LangDataModule
 from langsub.identify import neuron_source, neurons_for_run, random_like, write_neurons_json
 from langsub.methods import build_method, count_params
 from langsub.module import CausalLMModule
+from langsub.sparse import original_slices
 from langsub.stats import atomic_write, atomic_write_text
 from langsub.validate import check_config
 
@@ -122,6 +123,7 @@ def run(cfg: DictConfig) -> dict:
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     trainer.test(module, datamodule=dm, ckpt_path=best or None, verbose=False)
     delta = method.delta(module.model)
+    original = original_slices(module.model) if "reversal" in kinds else None
     module.model = method.merge(module.model)  # a plain transformers model from here on
     extra.update(lm_eval_phase(module.model, tok, cfg, "after", module.logger, device))
     if align_before is not None:
@@ -129,6 +131,9 @@ def run(cfg: DictConfig) -> dict:
             module.model, tok, cfg, align_langs), target, module.logger))
     if snapshot is not None:
         extra.update(write_weights(an_dir, weight_change(snapshot, module.model), module.logger))
+    if original is not None:
+        extra.update(reversal(an_dir, module.model, dm, target, delta, original,
+                              cfg.data.eval_max_tokens, module.logger))
     metrics = collect_metrics(cfg, module, masks, trained_mask, info, trainable, total,
                               train_seconds)
     metrics.update(extra)
