@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -221,3 +222,27 @@ def test_lm_eval_in_the_main_job(transfer):
         for metric in ("acc", "acc_norm"):
             v = m[f"lm_eval_{phase}/langsub_cloze_af/{metric}"]
             assert 0 <= v <= 1 and v * 8 == round(v * 8)  # limit=8 items
+
+
+def test_analyze_a_finished_run(transfer, tmp_path):
+    """`python -m langsub.analyze RUN` recomputes from base + delta what the main job wrote."""
+    import shutil
+
+    src, m = transfer
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    shutil.rmtree(run / "analysis")
+    r = subprocess.run([sys.executable, "-m", "langsub.analyze", str(run),
+                        "analysis=[reversal,weights]"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (run / "analysis/reversal.json").read_text() == \
+        (src / "analysis/reversal.json").read_text()
+    w = json.loads((run / "analysis/weight_change.json").read_text())
+    assert set(w) == {"gate", "up", "down"} and max(w["down"]) > 0
+    m2 = json.loads((run / "metrics.json").read_text())
+    assert m2["weight_change/down"] > 0 and m2["reversal/up"] == m["reversal/up"]
+    r = subprocess.run([sys.executable, "-m", "langsub.analyze", str(tmp_path)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr

@@ -40,6 +40,15 @@ def load_model(cfg_model: DictConfig):
     return model, tok
 
 
+def build_datamodule(cfg: DictConfig, tok) -> LangDataModule:
+    d = cfg.data
+    return LangDataModule(corpus_dir=d.corpus_dir, langs=d.langs, target=cfg.lang.code,
+                          tokenizer=tok, block_size=d.block_size, batch_size=d.batch_size,
+                          eval_batch_size=d.eval_batch_size, eval_langs=d.eval_langs,
+                          ident_max_tokens=d.ident_max_tokens, eval_max_tokens=d.eval_max_tokens,
+                          cache_dir=cfg.paths.cache_dir, num_workers=d.num_workers, seed=cfg.seed)
+
+
 def geomean(values) -> float:
     values = list(values)
     return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
@@ -75,12 +84,7 @@ def run(cfg: DictConfig) -> dict:
     L.seed_everything(cfg.seed, workers=True)
     model, tok = load_model(cfg.model)
     target = cfg.lang.code
-    dm = LangDataModule(corpus_dir=cfg.data.corpus_dir, langs=cfg.data.langs, target=target,
-                        tokenizer=tok, block_size=cfg.data.block_size,
-                        batch_size=cfg.data.batch_size, eval_batch_size=cfg.data.eval_batch_size,
-                        eval_langs=cfg.data.eval_langs, ident_max_tokens=cfg.data.ident_max_tokens,
-                        eval_max_tokens=cfg.data.eval_max_tokens, cache_dir=cfg.paths.cache_dir,
-                        num_workers=cfg.data.num_workers, seed=cfg.seed)
+    dm = build_datamodule(cfg, tok)
     method = build_method(OmegaConf.to_container(cfg.method, resolve=True))
     _, total = count_params(model)
     trainer = build_trainer(cfg, 1)
