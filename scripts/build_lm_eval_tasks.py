@@ -1,6 +1,6 @@
 """Build the local lm-eval tasks `langsub_cloze_<lang>` from the embedded corpus's test split.
 
-    python scripts/build_lm_eval_tasks.py     # rewrites data/lm_eval/langsub_cloze/<lang>.jsonl + YAMLs
+    python scripts/build_lm_eval_tasks.py   # rewrites data/lm_eval/langsub_cloze/<lang>.jsonl, .yaml
 
 Each item: the first half of a held-out sentence (`prefix`) and four continuations, the
 real one and the second halves of three other test sentences of the same language with
@@ -40,7 +40,8 @@ def items(rows: list[str], lang: str, n: int, seed: int) -> list[dict]:
     rng.shuffle(pairs)
     out = []
     for i, (prefix, cont) in enumerate(pairs[:n]):
-        others = sorted({c for _, c in pairs if c != cont}, key=lambda c: (abs(len(c) - len(cont)), c))
+        others = sorted({c for _, c in pairs if c != cont},
+                        key=lambda c: (abs(len(c) - len(cont)), c))
         choices = rng.sample(others[:10], 3)
         label = rng.randrange(4)
         choices.insert(label, cont)

@@ -168,4 +168,5 @@ def test_lm_eval_problems_before_loading():
     with pytest.raises(ConfigError) as e:
         check_config(_compose(["eval.lm_eval.tasks=[langsub_cloze_af]", "eval.lm_eval.limit=0",
                                "eval.lm_eval.include_path=[/nonexistent]"]))
-    assert "eval.lm_eval.limit=0" in str(e.value) and "/nonexistent is not a directory" in str(e.value)
+    assert "eval.lm_eval.limit=0" in str(e.value)
+    assert "/nonexistent is not a directory" in str(e.value)

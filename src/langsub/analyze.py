@@ -1,6 +1,6 @@
 """Recompute the analyses of a finished run, without retraining.
 
-    python -m langsub.analyze outputs/lape/af/<time>                      # the run's analyses, else all
+    python -m langsub.analyze outputs/lape/af/<time>                      # its analyses, or all
     python -m langsub.analyze outputs/lape/af/<time> analysis=[reversal]  # only some
     python -m langsub.analyze outputs/lape/af/<time> eval.lm_eval.tasks=[langsub_cloze_af]
 
@@ -67,7 +67,6 @@ def analyze(run_dir: Path, overrides: list[str]) -> dict:
     from langsub.export import apply_deltas
     from langsub.lape import load_neurons
     from langsub.run import build_datamodule, load_model
-    from langsub.stats import atomic_write_text
     from langsub.validate import check_config
 
     cfg = run_config(run_dir, overrides)
@@ -91,7 +90,7 @@ def analyze(run_dir: Path, overrides: list[str]) -> dict:
     align = R.alignment_curves(model, tok, cfg, langs) if "alignment" in kinds else None
     snapshot = snapshot_ffn(model) if "weights" in kinds else None
     original = current_slices(model, delta) if "reversal" in kinds and delta else None
-    if kinds & {"alignment", "weights", "reversal"} or res:  # now the fine-tuned model
+    if kinds & {"alignment", "weights", "reversal"} or cfg.eval.lm_eval.tasks:  # fine-tuned now
         if delta is not None:
             apply_deltas(model, [run_dir / "delta.safetensors"])
         else:
@@ -106,11 +105,15 @@ def analyze(run_dir: Path, overrides: list[str]) -> dict:
     if "reversal" in kinds:
         res.update(R.reversal(out, model, dm, target, delta, original,
                               cfg.data.eval_max_tokens, None))
-    metrics = run_dir / "metrics.json"
-    if metrics.is_file():
-        atomic_write_text(metrics, json.dumps({**json.loads(metrics.read_text()), **res},
-                                              indent=1))
+    add_to_metrics(run_dir / "metrics.json", res)
     return res
+
+
+def add_to_metrics(path: Path, res: dict) -> None:
+    from langsub.stats import atomic_write_text
+
+    if path.is_file():
+        atomic_write_text(path, json.dumps({**json.loads(path.read_text()), **res}, indent=1))
 
 
 def main(argv=None) -> None:
