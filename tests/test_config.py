@@ -49,6 +49,8 @@ def test_profile_config_composes():
     ("data.corpus_dir=/nonexistent", "does not exist"),
     ("method.neurons=/nonexistent.pth", "method.neurons=/nonexistent.pth"),
     ("scope=both", "scope='both'"),
+    ("method.neurons_from=xx", "method.neurons_from=xx: not among the identification languages"),
+    ("data.eval_langs=[en,de]", "lang=af: not among data.eval_langs"),
 ])
 def test_check_config_names_the_key(override, key):
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("(", r"\(")):
@@ -139,6 +141,12 @@ def test_mask_file_problems_before_loading(tmp_path):
     with pytest.raises(ConfigError, match="2 languages but method.neurons_langs lists 1"):
         check_config(_compose([f"method.neurons={good}", "method.neurons_langs=[af]"]))
     check_config(_compose([f"method.neurons={good}", "method.neurons_langs=[af,is]"]))
+    # transfer: af's data on is's neurons needs only is in the file
+    check_config(_compose([f"method.neurons={good}", "method.neurons_langs=[is,mt]",
+                           "method.neurons_from=is"]))
+    with pytest.raises(ConfigError, match="method.neurons_from=lv: .* has no mask"):
+        check_config(_compose([f"method.neurons={good}", "method.neurons_langs=[is,mt]",
+                               "method.neurons_from=lv"]))
     corrupt = tmp_path / "corrupt.pth"
     corrupt.write_bytes(b"\x00garbage")
     with pytest.raises(ConfigError, match="cannot read"):
@@ -199,3 +207,16 @@ def test_bad_input_one_line_nothing_written(args, needle, tmp_path):
     for p in ("metrics.json", "export", "checkpoints", "neurons.json", "delta.safetensors"):
         assert not (run / p).exists()
     assert not (tmp_path / "cache" / "stats").exists()  # no statistics cache
+
+
+def test_lm_eval_problems_before_loading():
+    """Unknown task names and bad eval.lm_eval values are caught from the config alone."""
+    check_config(_compose(["eval.lm_eval.tasks=[langsub_cloze_af,langsub_cloze_en]"]))
+    with pytest.raises(ConfigError, match=r"'langsub_cloze_xx' is not an lm-eval task "
+                                          r"\(did you mean langsub_cloze"):
+        check_config(_compose(["eval.lm_eval.tasks=[langsub_cloze_xx]"]))
+    with pytest.raises(ConfigError) as e:
+        check_config(_compose(["eval.lm_eval.tasks=[langsub_cloze_af]", "eval.lm_eval.limit=0",
+                               "eval.lm_eval.include_path=[/nonexistent]"]))
+    assert "eval.lm_eval.limit=0" in str(e.value)
+    assert "/nonexistent is not a directory" in str(e.value)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -107,7 +108,7 @@ def test_analysis_outputs(tmp_path):
     run = _fast(["analysis=all"], tmp_path)
     m = json.loads((run / "metrics.json").read_text())
     for f in ("deactivation.json", "deactivation_random.json", "alignment.json",
-              "weight_change.json", "deactivation.png", "alignment.png"):
+              "weight_change.json", "reversal.json", "deactivation.png", "alignment.png"):
         assert (run / "analysis" / f).exists(), f
     d = json.loads((run / "analysis/deactivation.json").read_text())
     assert len(d["matrix"]) == len(d["langs"]) == 4
@@ -240,3 +241,70 @@ def test_selection_from_original_activation_files(tmp_path):
     a, b = (json.loads((r / "neurons.json").read_text()) for r in (first, second))
     assert a["langs"] == b["langs"]
     assert not (tmp_path / "empty/stats").exists()  # no statistics pass ran
+
+
+@pytest.fixture(scope="module")
+def transfer(tmp_path_factory):
+    """af's data on de's neurons (debug=fast identifies af en de ka), with the reversal
+    analysis and an lm-eval task: one run serves three tests on 2 cores."""
+    tmp = tmp_path_factory.mktemp("transfer")
+    run = _fast(["method.neurons_from=de", "analysis=[reversal]",
+                 "eval.lm_eval.tasks=[langsub_cloze_af]", "eval.lm_eval.limit=8"], tmp)
+    return run, json.loads((run / "metrics.json").read_text())
+
+
+def test_transfer_trains_the_other_language_s_neurons(transfer):
+    run, m = transfer
+    neurons = json.loads((run / "neurons.json").read_text())
+    assert m["lang"] == "af" and m["neurons_from"] == "de"
+    assert neurons["meta"]["neurons_from"] == "de"
+    assert neurons["af"] == neurons["langs"]["de"] != neurons["langs"]["af"]
+    assert m["neurons"] == neurons["counts"]["de"]
+    d = load_file(str(run / "delta.safetensors"))
+    for layer, idx in enumerate(neurons["langs"]["de"]):
+        key = f"model.layers.{layer}.mlp.down_proj.index"
+        assert d[key].tolist() == idx if idx else key not in d
+    assert m["target_ppl_after"] != m["target_ppl_before"]
+
+
+def test_reversal_in_the_main_job(transfer):
+    run, m = transfer
+    r = json.loads((run / "analysis/reversal.json").read_text())
+    assert list(r) == ["full", "revert_gate", "revert_up", "revert_down", "before"]
+    assert r["full"] == pytest.approx(m["target_ppl_after"], rel=1e-5)  # same test blocks
+    assert r["before"] == pytest.approx(m["target_ppl_before"], rel=1e-5)
+    for c in ("gate", "up", "down"):
+        assert m[f"reversal/{c}"] == r[f"revert_{c}"] != r["full"]
+    assert (run / "analysis/reversal.png").exists()
+
+
+def test_lm_eval_in_the_main_job(transfer):
+    _, m = transfer
+    for phase in ("before", "after"):
+        for metric in ("acc", "acc_norm"):
+            v = m[f"lm_eval_{phase}/langsub_cloze_af/{metric}"]
+            assert 0 <= v <= 1 and v * 8 == round(v * 8)  # limit=8 items
+
+
+def test_analyze_a_finished_run(transfer, tmp_path):
+    """`python -m langsub.analyze RUN` recomputes from base + delta what the main job wrote."""
+    import shutil
+
+    src, m = transfer
+    run = tmp_path / "run"
+    shutil.copytree(src, run)
+    shutil.rmtree(run / "analysis")
+    r = subprocess.run([sys.executable, "-m", "langsub.analyze", str(run),
+                        "analysis=[reversal,weights]"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (run / "analysis/reversal.json").read_text() == \
+        (src / "analysis/reversal.json").read_text()
+    w = json.loads((run / "analysis/weight_change.json").read_text())
+    assert set(w) == {"gate", "up", "down"} and max(w["down"]) > 0
+    m2 = json.loads((run / "metrics.json").read_text())
+    assert m2["weight_change/down"] > 0 and m2["reversal/up"] == m["reversal/up"]
+    r = subprocess.run([sys.executable, "-m", "langsub.analyze", str(tmp_path)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr

@@ -1,4 +1,4 @@
-"""The main job's analyses (`analysis=[deactivation,alignment,weights]` or `analysis=all`).
+"""The main job's analyses (`analysis=[deactivation,alignment,weights,reversal]` or `all`).
 
 Writes <run dir>/analysis/*.json and PNG figures, and logs to TensorBoard.
 """
@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from langsub import analysis as A  # noqa: E402
 from langsub.stats import atomic_write_text  # noqa: E402
 
-KINDS = ("deactivation", "alignment", "weights")
+KINDS = ("deactivation", "alignment", "weights", "reversal")
 
 
 def wanted(cfg) -> set[str]:
@@ -99,3 +99,25 @@ def write_weights(out: Path, change: dict, logger) -> dict:
         exp.add_figure("analysis/weight_change", fig)
     plt.close(fig)
     return {f"weight_change/{c}": sum(v) / len(v) for c, v in change.items()}
+
+
+def reversal(out: Path, model, dm, target: str, delta, original, tokens, logger) -> dict:
+    """Target ppl with each trained component put back (lape/random: a neuron delta)."""
+    if not delta:
+        print("[langsub] analysis=reversal skipped: the method trains no neuron slices")
+        return {}
+    r = A.component_reversal(model, delta, original, dm.blocks(target, "test", tokens))
+    atomic_write_text(out / "reversal.json", json.dumps(r, indent=1))
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.bar([k.replace("_", "\n") for k in r], list(r.values()),
+           color=["C0" if k.startswith("revert") else "C7" for k in r])
+    ax.set(ylabel=f"{target} test perplexity", title="put back one component at a time")
+    ax.set_ylim(0.95 * min(r.values()), 1.02 * max(r.values()))
+    fig.savefig(out / "reversal.png", dpi=110, bbox_inches="tight")
+    exp = getattr(logger, "experiment", None)
+    if exp is not None:
+        exp.add_figure("analysis/reversal", fig)
+        for k, v in r.items():
+            exp.add_scalar(f"analysis/reversal/{k}", v)
+    plt.close(fig)
+    return {f"reversal/{k[len('revert_'):]}": v for k, v in r.items() if k.startswith("revert_")}

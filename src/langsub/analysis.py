@@ -128,3 +128,69 @@ def snapshot_ffn(model) -> dict[str, torch.Tensor]:
             out[f"{i}.up"] = ffn.up.weight.detach().float().cpu().clone()
         out[f"{i}.down"] = ffn.down.weight.detach().float().cpu().clone()
     return out
+
+
+def _component_of(model) -> dict[str, str]:
+    """Linear name -> "gate" | "up" | "down" | "gate_up" (fused, Phi-3)."""
+    ids = {id(getattr(f, c)): c for f in find_ffns(model)
+           for c in ("gate", "up", "down", "gate_up") if getattr(f, c) is not None}
+    return {n: ids[id(m)] for n, m in model.named_modules() if id(m) in ids}
+
+
+def _positions(delta: dict, model) -> dict[tuple[str, str], torch.Tensor]:
+    """(linear, component) -> positions in that linear's delta index (gate_up splits in two)."""
+    comps, mods, out = _component_of(model), dict(model.named_modules()), {}
+    for name in sorted({k.rsplit(".", 1)[0] for k in delta}):
+        index, c = delta[f"{name}.index"], comps[name]
+        if c == "gate_up":
+            half = mods[name].weight.shape[0] // 2
+            for part, sel in (("gate", index < half), ("up", index >= half)):
+                if sel.any():
+                    out[(name, part)] = sel.nonzero().view(-1)
+        else:
+            out[(name, c)] = torch.arange(len(index))
+    return out
+
+
+def trained_components(delta: dict, model) -> list[str]:
+    """The components (in gate, up, down order) that the delta changed."""
+    have = {c for _, c in _positions(delta, model)}
+    return [c for c in ("gate", "up", "down") if c in have]
+
+
+def current_slices(model, delta: dict) -> dict[str, torch.Tensor]:
+    """Copies of the model's weights at the delta's indices, `<linear>` -> slice."""
+    mods = dict(model.named_modules())
+    return {n: mods[n].weight.detach().index_select(
+        int(delta[f"{n}.dim"]), delta[f"{n}.index"].to(mods[n].weight.device)).clone()
+        for n in sorted({k.rsplit(".", 1)[0] for k in delta})}
+
+
+@torch.no_grad()
+def _put(model, delta: dict, values: dict, components, pos: dict) -> None:
+    """Write `values` (slices as from current_slices) back for the chosen components only."""
+    mods = dict(model.named_modules())
+    for (name, c), p in pos.items():
+        if c in components:
+            w, dim = mods[name].weight, int(delta[f"{name}.dim"])
+            idx = delta[f"{name}.index"][p].to(w.device)
+            w.index_copy_(dim, idx, values[name].index_select(dim, p.to(w.device)).to(w))
+
+
+@torch.no_grad()
+def component_reversal(model, delta: dict, original: dict, ds, batch_size: int = 32) -> dict:
+    """Target ppl of a fine-tuned model with one component's trained slices put back at a time.
+
+    `model` holds the fine-tuned weights (base + delta); `original` the base weights at the
+    delta's indices (sparse.original_slices or current_slices of the base). Returns
+    {"full", "revert_<c>" for each trained component, "before": all put back}; the model's
+    weights are restored exactly afterwards.
+    """
+    pos, comps = _positions(delta, model), trained_components(delta, model)
+    trained = current_slices(model, delta)
+    out = {"full": perplexity(model, ds, batch_size)}
+    for name, revert in [(f"revert_{c}", {c}) for c in comps] + [("before", set(comps))]:
+        _put(model, delta, original, revert, pos)
+        out[name] = perplexity(model, ds, batch_size)
+        _put(model, delta, trained, set(comps), pos)
+    return out

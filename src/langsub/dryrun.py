@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from langsub.ffn import find_ffns
+from langsub.identify import neuron_source
 from langsub.lape import load_neurons, select_random_global
 from langsub.methods import build_method, count_params
 from langsub.stats import atomic_write_text
@@ -89,7 +90,7 @@ def dry_run(cfg: DictConfig, out_dir: Path | None = None) -> dict:
     if build_method(method_cfg).needs_neurons:
         if cfg.method.get("neurons"):
             mask = load_neurons(cfg.method.neurons, cfg.method.get("neurons_langs"), L, N)[
-                cfg.lang.code]
+                neuron_source(cfg)]
             source = str(cfg.method.neurons)
         else:  # identification not run: assume ρ·L·N neurons (an upper estimate per language)
             rho = cfg.rho if cfg.rho != "auto" else 0.05

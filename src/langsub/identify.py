@@ -64,16 +64,21 @@ def choose_rho(cfg: DictConfig, over_zero, n_tokens, k: int, model) -> float:
                          scope=cfg.scope)
 
 
+def neuron_source(cfg: DictConfig) -> str:
+    """Whose neurons train: the target's, or `method.neurons_from`'s (the transfer check)."""
+    return cfg.method.get("neurons_from") or cfg.lang.code
+
+
 def neurons_for_run(cfg: DictConfig, module, dm) -> tuple[dict, dict]:
     """All languages' masks and facts about how they were made (for metrics.json)."""
-    model, target = module.model, cfg.lang.code
+    model, source = module.model, neuron_source(cfg)
     ffns = find_ffns(model)
     info = {"stats_cache_hit": None, "rho_used": None}
     if cfg.method.get("neurons"):
         masks = lape.load_neurons(cfg.method.neurons, cfg.method.get("neurons_langs"),
                                   n_layers=len(ffns), n_neurons=ffns[0].n_neurons)
-        if target not in masks:
-            raise ValueError(f"lang={target}: {cfg.method.neurons} has no mask for it "
+        if source not in masks:
+            raise ValueError(f"neurons of {source}: {cfg.method.neurons} has no mask for it "
                              f"(has: {sorted(masks)}; set method.neurons_langs)")
         return masks, info
     if cfg.method.get("activation_files"):  # the original code's {"n", "over_zero"} files
@@ -85,7 +90,7 @@ def neurons_for_run(cfg: DictConfig, module, dm) -> tuple[dict, dict]:
         hit = None
     else:
         over_zero, n_tokens, hit = gather_stats(cfg, module, dm)
-    k = dm.langs.index(target)
+    k = dm.langs.index(source)
     rho = choose_rho(cfg, over_zero, n_tokens, k, model)
     sel = lape.select_neurons(over_zero, n_tokens, rho=rho, threshold=cfg.threshold,
                               scope=cfg.scope)

@@ -32,8 +32,10 @@ def table(runs: list[dict]) -> str:
              "general ppl before → after | Δ % | train s | run |",
              "|---|---|---|---|---|---|---|---|---|"]
     for m in runs:
+        nf = m.get("neurons_from")
+        method = m["method"] + (f" ({nf} neurons)" if nf and nf != m["lang"] else "")
         lines.append(
-            f"| {m['method']} | {m['lang']} | {100 * m['trainable_fraction']:.3f} | "
+            f"| {method} | {m['lang']} | {100 * m['trainable_fraction']:.3f} | "
             f"{m['target_ppl_before']:.2f} → {m['target_ppl_after']:.2f} | "
             f"{_pct(m['target_ppl_after'], m['target_ppl_before']):+.2f} | "
             f"{m['general_ppl_before']:.2f} → {m['general_ppl_after']:.2f} | "

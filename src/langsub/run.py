@@ -11,14 +11,16 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from langsub.analyses_run import (alignment_curves, deactivation, wanted, write_alignment,
-                                  write_weights)
+from langsub.analyses_run import (alignment_curves, deactivation, reversal, wanted,
+                                  write_alignment, write_weights)
 from langsub.analysis import snapshot_ffn, weight_change
+from langsub.benchmarks import run_phase as lm_eval_phase
 from langsub.data import LangDataModule
+from langsub.identify import neuron_source, neurons_for_run, random_like, write_neurons_json
 from langsub.launch import ddp_safe_job
-from langsub.identify import neurons_for_run, random_like, write_neurons_json
 from langsub.methods import build_method, count_params
 from langsub.module import CausalLMModule
+from langsub.sparse import original_slices
 from langsub.stats import atomic_write, atomic_write_text
 from langsub.strategies import is_sharded, make_trainer
 from langsub.validate import check_config
@@ -46,6 +48,15 @@ def load_model(cfg_model: DictConfig, tok=None):
     if cfg_model.get("gradient_checkpointing"):
         model.gradient_checkpointing_enable()
     return model, tok
+
+
+def build_datamodule(cfg: DictConfig, tok) -> LangDataModule:
+    d = cfg.data
+    return LangDataModule(corpus_dir=d.corpus_dir, langs=d.langs, target=cfg.lang.code,
+                          tokenizer=tok, block_size=d.block_size, batch_size=d.batch_size,
+                          eval_batch_size=d.eval_batch_size, eval_langs=d.eval_langs,
+                          ident_max_tokens=d.ident_max_tokens, eval_max_tokens=d.eval_max_tokens,
+                          cache_dir=cfg.paths.cache_dir, num_workers=d.num_workers, seed=cfg.seed)
 
 
 def geomean(values) -> float:
@@ -169,13 +180,14 @@ def _run(cfg: DictConfig) -> dict:
     masks, info, trained_mask = None, {"stats_cache_hit": None, "rho_used": None}, None
     if method.needs_neurons:
         masks, info = neurons_for_run(cfg, module, dm)
-        trained_mask = masks[target]
+        trained_mask = masks[neuron_source(cfg)]
         if cfg.method.name == "random":
             n = module.model.config.intermediate_size
             trained_mask = random_like(trained_mask, n, cfg.seed, cfg.method.get("match", "layer"))
     # the "before" numbers (and analyses) come from the untouched model
     evaluator.test(module, datamodule=dm, verbose=False)
-    kinds, extra = wanted(cfg), {}
+    kinds, device = wanted(cfg), evaluator.strategy.root_device
+    extra = lm_eval_phase(module.model, tok, cfg, "before", module.logger, device)
     an_dir = out_dir / "analysis"
     if kinds:
         an_dir.mkdir(parents=True, exist_ok=True)
@@ -200,12 +212,17 @@ def _run(cfg: DictConfig) -> dict:
                  tokens_per_step=tokens_per_step(cfg, trainer.world_size))
     trainer = test_after(cfg, trainer, evaluator, module, dm, method, trained_mask, out_dir)
     delta = method.delta(module.model)
+    original = original_slices(module.model) if "reversal" in kinds else None
     module.model = method.merge(module.model)  # a plain transformers model from here on
+    extra.update(lm_eval_phase(module.model, tok, cfg, "after", module.logger, device))
     if align_before is not None:
         extra.update(write_alignment(an_dir, align_before, alignment_curves(
             module.model, tok, cfg, align_langs), target, module.logger))
     if snapshot is not None:
         extra.update(write_weights(an_dir, weight_change(snapshot, module.model), module.logger))
+    if original is not None:
+        extra.update(reversal(an_dir, module.model, dm, target, delta, original,
+                              cfg.data.eval_max_tokens, module.logger))
     metrics = collect_metrics(cfg, module, masks, trained_mask, info, trainable, total,
                               train_seconds)
     metrics.update(extra)
@@ -222,6 +239,7 @@ def collect_metrics(cfg, module, masks, trained_mask, info, trainable, total, se
          "threshold": cfg.threshold, "seed": cfg.seed,
          "base_model": cfg.model.get("path") or cfg.model.hub_id,
          "neurons": int(sum(len(t) for t in trained_mask)) if trained_mask is not None else None,
+         "neurons_from": neuron_source(cfg) if trained_mask is not None else None,
          "trainable_params": trainable, "total_params": total,
          "trainable_fraction": trainable / total, **dict(sorted(r.items())),
          "target_ppl_before": r.get(f"ppl_before/{target}"),
@@ -237,7 +255,7 @@ def collect_metrics(cfg, module, masks, trained_mask, info, trainable, total, se
 def write_outputs(cfg, out_dir, method, module, tok, masks, trained_mask, info, metrics, delta):
     if masks is not None:
         meta = {"rho": cfg.rho, "rho_used": info["rho_used"], "threshold": cfg.threshold,
-                "scope": cfg.scope, "method": cfg.method.name}
+                "scope": cfg.scope, "method": cfg.method.name, "neurons_from": neuron_source(cfg)}
         write_neurons_json(out_dir / "neurons.json", masks, cfg.lang.code, trained_mask, meta)
         from langsub.plots import log_neuron_figures
         log_neuron_figures(out_dir, module.logger, masks, info)
@@ -263,4 +281,8 @@ def print_table(m: dict, out_dir: Path) -> None:
     print(f"{'':<12}{'before':>10}{'after':>10}{'change':>9}")
     for name, b, a in rows:
         print(f"{name:<12}{b:>10.2f}{a:>10.2f}{100 * (a / b - 1):>8.2f}%")
+    for k, b in m.items():  # lm-eval scores, without their standard errors
+        a = m.get(k.replace("lm_eval_before/", "lm_eval_after/", 1))
+        if k.startswith("lm_eval_before/") and "_stderr" not in k and a is not None:
+            print(f"{k[len('lm_eval_before/'):]}  {b:.4f} -> {a:.4f}")
     print(f"run dir: {out_dir}\n")

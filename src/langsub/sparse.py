@@ -178,3 +178,13 @@ def delta_state(model: nn.Module) -> dict[str, torch.Tensor]:
         out[f"{name}.index"] = p.index.detach().clone()
         out[f"{name}.dim"] = torch.tensor(p.dim)
     return out
+
+
+def original_slices(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The frozen weight at the trained indices, `<linear>` -> slice (what a reversal puts back)."""
+    out = {}
+    for name, lin in parametrized_linears(model):
+        p = lin.parametrizations.weight[0]
+        w = lin.parametrizations.weight.original.detach()
+        out[name] = w.index_select(p.dim, p.index).clone()
+    return out

@@ -50,11 +50,15 @@ def _method_problems(cfg: DictConfig) -> list[str]:
 
 def _data_problems(cfg: DictConfig) -> list[str]:
     out, d = [], cfg.data
-    target = cfg.lang.code
+    target, source = cfg.lang.code, cfg.method.get("neurons_from")
     if cfg.method.get("neurons") is None and cfg.method.name in ("lape", "random") \
-            and target not in d.langs:
-        out.append(f"lang={target}: not among the identification languages data.langs="
+            and (source or target) not in d.langs:
+        key = f"method.neurons_from={source}" if source else f"lang={target}"
+        out.append(f"{key}: not among the identification languages data.langs="
                    f"{list(d.langs)}")
+    if target not in d.eval_langs:
+        out.append(f"lang={target}: not among data.eval_langs={list(d.eval_langs)} "
+                   "(its perplexity before and after is the result)")
     for key in ("ident_max_tokens", "eval_max_tokens"):
         v = d.get(key)
         if v is not None and (not isinstance(v, int) or v <= 0):
@@ -188,8 +192,10 @@ def _shape_problems(cfg: DictConfig) -> list[str]:
                              n_neurons=ffns[0].n_neurons)
     except ValueError as e:
         return [f"method.neurons: {e}"]
-    if cfg.lang.code not in masks:
-        return [f"lang={cfg.lang.code}: method.neurons={m.neurons} has no mask for it (has: "
+    source = m.get("neurons_from")
+    if (source or cfg.lang.code) not in masks:
+        key = f"method.neurons_from={source}" if source else f"lang={cfg.lang.code}"
+        return [f"{key}: method.neurons={m.neurons} has no mask for it (has: "
                 f"{sorted(masks)}; method.neurons_langs gives the file's language order)"]
     return []
 
@@ -209,6 +215,9 @@ def check_config(cfg: DictConfig) -> None:
         problems.append(str(e))
     problems += _method_problems(cfg) + _data_problems(cfg) + _train_problems(cfg)
     problems += _trainer_problems(cfg)
+    from langsub.benchmarks import config_problems
+
+    problems += config_problems((cfg.get("eval") or {}).get("lm_eval") or {})
     model_problems = _model_problems(cfg)
     problems += model_problems
     if not problems:  # only when the cheap checks pass: this one reads the model config
