@@ -138,6 +138,10 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
     _fast(["train.max_steps=6", "resume=true"], tmp_path)
     ckpt = torch.load(run / "checkpoints/last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 6
+    r = subprocess.run([sys.executable, "train.py", *FAST, f"paths.cache_dir={tmp_path}/cache",
+                        f"hydra.run.dir={run}", "train.max_steps=8", "resume=true", "rho=0.02"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "trained on other neurons" in r.stderr  # not silently wrong
 
 
 def test_killed_run_resumes_to_the_same_metrics(tmp_path):

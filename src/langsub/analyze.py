@@ -39,10 +39,10 @@ def run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     return OmegaConf.merge(cfg, given)
 
 
-def run_problems(run_dir: Path, kinds: set[str]) -> list[str]:
-    """What the chosen analyses need from the run dir."""
+def run_problems(run_dir: Path, kinds: set[str], benchmarks: bool = False) -> list[str]:
+    """What the chosen analyses (and benchmarks) need from the run dir."""
     after = (run_dir / "delta.safetensors").is_file() or (run_dir / "export").is_dir()
-    if kinds & {"alignment", "weights"} and not after:
+    if (kinds & {"alignment", "weights", "reversal"} or benchmarks) and not after:
         return [f"{run_dir}: neither delta.safetensors nor export/ (run with export=true)"]
     return []
 
@@ -72,7 +72,7 @@ def analyze(run_dir: Path, overrides: list[str]) -> dict:
     cfg = run_config(run_dir, overrides)
     check_config(cfg)
     kinds = R.wanted(cfg)
-    problems = run_problems(run_dir, kinds)
+    problems = run_problems(run_dir, kinds, bool(cfg.eval.lm_eval.tasks))
     if problems:
         raise ConfigError("\n".join(problems))
     model, tok = load_model(cfg.model)

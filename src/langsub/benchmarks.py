@@ -59,9 +59,10 @@ def config_problems(ecfg) -> list[str]:
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
         out.append(f"eval.lm_eval.num_fewshot={n!r}: allowed is an integer >= 0 or null")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, (int, float))
-                              or limit <= 0 or (isinstance(limit, float) and limit > 1)):
-        out.append(f"eval.lm_eval.limit={limit!r}: allowed is a count >= 1, a share in (0, 1] "
-                   "or null")
+                              or limit <= 0 or (isinstance(limit, float) and limit >= 1)):
+        # lm-eval reads a value < 1.0 as a share and anything else as a count (1.0: one item)
+        out.append(f"eval.lm_eval.limit={limit!r}: allowed is a count >= 1, a share in (0, 1) "
+                   "or null (all items)")
     if not (bs == "auto" or (isinstance(bs, int) and not isinstance(bs, bool) and bs > 0)):
         out.append(f"eval.lm_eval.batch_size={bs!r}: allowed is a positive integer or 'auto'")
     if out:

@@ -88,7 +88,7 @@ def pack(ds: datasets.Dataset, tokenizer, block_size: int, max_tokens: int | Non
 class EpochRandomSampler(RandomSampler):
     """A RandomSampler whose order in epoch e is a function of (seed, e) alone.
 
-    It draws exactly what `RandomSampler(generator=Generator().manual_seed(seed))` draws
+    It draws what a bare `RandomSampler(generator=Generator().manual_seed(seed))` draws
     when iterated e times in a row, but `set_epoch(e)` (Lightning calls it before every
     epoch) rebuilds that state from scratch, so a run resumed in epoch e sees the same order
     as the run that was interrupted. Under DDP, Lightning swaps it for a DistributedSampler
@@ -204,7 +204,8 @@ class LangDataModule(L.LightningDataModule):
         ds = self.blocks(self.target, "train", self.train_max_tokens)
         return StatefulDataLoader(ds, batch_size=self.batch_size,
                                   sampler=EpochRandomSampler(ds, self.seed),
-                                  num_workers=self.num_workers)
+                                  num_workers=self.num_workers,  # workers' seeds: not global RNG
+                                  generator=torch.Generator().manual_seed(self.seed))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.blocks(self.target, "valid", self.eval_max_tokens))

@@ -38,7 +38,10 @@ def gather_stats(cfg: DictConfig, module, dm) -> tuple[torch.Tensor, torch.Tenso
     meta = stats_meta(cfg, module.model, dm.tokenizer, dm)
     path = Path(cfg.paths.cache_dir) / "stats" / fingerprint(meta)
     cached = load_stats(path, meta)
-    if cached is not None:
+    hit = cached is not None
+    if module._trainer is not None:  # every rank the same decision (a sweep job may write
+        hit = module.trainer.strategy.reduce_boolean_decision(hit, all=True)  # it meanwhile)
+    if hit:
         return cached[0], cached[1], True
     cb = ActivationStats(len(dm.langs))
     trainer = make_trainer(cfg.trainer, evaluation=True, callbacks=[cb], logger=False,

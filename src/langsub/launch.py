@@ -26,9 +26,26 @@ def _point_children_at_this_job() -> None:
     hc = HydraConfig.get()
     if hc.mode != RunMode.MULTIRUN:
         return
-    sys.argv[1:] = list(hc.overrides.task)  # this job's overrides, no "-m"
+    sys.argv[1:] = _config_flags(sys.argv[1:]) + list(hc.overrides.task)  # no "-m"
     with read_write(hc.run):
         hc.run.dir = hc.runtime.output_dir   # what Lightning passes as hydra.run.dir
+
+
+_FLAGS = ("-cn", "--config-name", "-cp", "--config-path", "-cd", "--config-dir")
+
+
+def _config_flags(argv: list[str]) -> list[str]:
+    """The flags that choose the config (`-cn NAME`, `--config-dir=DIR`, …), kept for children."""
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a in _FLAGS and i + 1 < len(argv):
+            out += argv[i:i + 2]
+            i += 1
+        elif a.split("=", 1)[0] in _FLAGS:
+            out.append(a)
+        i += 1
+    return out
 
 
 @contextmanager

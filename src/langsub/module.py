@@ -137,6 +137,12 @@ class CausalLMModule(L.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         checkpoint["trainable_keys"] = sorted(keep)
         checkpoint["tokens_seen"] = self.tokens_seen
+        checkpoint["neuron_index"] = self.neuron_index()
+
+    def neuron_index(self) -> dict[str, list[int]]:
+        """Which rows/columns each sparse delta trains (a resumed run must train the same)."""
+        return {n: b.tolist() for n, b in self.model.named_buffers(remove_duplicate=False)
+                if n.endswith("parametrizations.weight.0.index")}
 
     def on_load_checkpoint(self, checkpoint):
         # FSDP loads (and removes) the state dict before this hook: check the saved key list
@@ -147,4 +153,7 @@ class CausalLMModule(L.LightningModule):
         if missing or unexpected:
             raise ValueError(f"checkpoint does not match this run's trainable tensors: "
                              f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+        if checkpoint.get("neuron_index", {}) != self.neuron_index():
+            raise ValueError("checkpoint was trained on other neurons than this run selects "
+                             "(changed rho, seed, mask or data?): resume with the same settings")
         self.tokens_seen = checkpoint.get("tokens_seen", 0)

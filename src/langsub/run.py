@@ -21,7 +21,7 @@ from langsub.launch import ddp_safe_job
 from langsub.methods import build_method, count_params
 from langsub.module import CausalLMModule
 from langsub.sparse import original_slices
-from langsub.stats import atomic_write, atomic_write_text
+from langsub.stats import atomic_write_text
 from langsub.strategies import is_sharded, make_trainer
 from langsub.validate import check_config
 
@@ -48,15 +48,6 @@ def load_model(cfg_model: DictConfig, tok=None):
     if cfg_model.get("gradient_checkpointing"):
         model.gradient_checkpointing_enable()
     return model, tok
-
-
-def build_datamodule(cfg: DictConfig, tok) -> LangDataModule:
-    d = cfg.data
-    return LangDataModule(corpus_dir=d.corpus_dir, langs=d.langs, target=cfg.lang.code,
-                          tokenizer=tok, block_size=d.block_size, batch_size=d.batch_size,
-                          eval_batch_size=d.eval_batch_size, eval_langs=d.eval_langs,
-                          ident_max_tokens=d.ident_max_tokens, eval_max_tokens=d.eval_max_tokens,
-                          cache_dir=cfg.paths.cache_dir, num_workers=d.num_workers, seed=cfg.seed)
 
 
 def geomean(values) -> float:
@@ -177,6 +168,11 @@ def _run(cfg: DictConfig) -> dict:
     module = CausalLMModule(model, dm.eval_langs, lr=cfg.train.lr,
                             weight_decay=cfg.train.weight_decay,
                             warmup_steps=int(cfg.train.warmup_ratio * steps), max_steps=steps)
+    if dm.hub is not None:  # the stream's budget is known now: check before any real work
+        dm.check_blocks()
+    # the "before" numbers (and analyses) come from the untouched model; this also starts
+    # the distributed processes, so later decisions (cache hit, resume) can be shared
+    evaluator.test(module, datamodule=dm, verbose=False)
     masks, info, trained_mask = None, {"stats_cache_hit": None, "rho_used": None}, None
     if method.needs_neurons:
         masks, info = neurons_for_run(cfg, module, dm)
@@ -184,8 +180,6 @@ def _run(cfg: DictConfig) -> dict:
         if cfg.method.name == "random":
             n = module.model.config.intermediate_size
             trained_mask = random_like(trained_mask, n, cfg.seed, cfg.method.get("match", "layer"))
-    # the "before" numbers (and analyses) come from the untouched model
-    evaluator.test(module, datamodule=dm, verbose=False)
     kinds, device = wanted(cfg), evaluator.strategy.root_device
     extra = lm_eval_phase(module.model, tok, cfg, "before", module.logger, device)
     an_dir = out_dir / "analysis"
@@ -198,6 +192,9 @@ def _run(cfg: DictConfig) -> dict:
     align_before = alignment_curves(module.model, tok, cfg, align_langs) \
         if "alignment" in kinds else None
     snapshot = snapshot_ffn(module.model) if "weights" in kinds else None
+    # training starts from the same random state whatever ran before it (a statistics
+    # pass or a cache hit, analyses, benchmarks): LoRA's init, dropout
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     module.model = method.prepare(module.model, trained_mask)
     trainable, _ = count_params(module.model)
     print(f"[langsub] method={method.name} trainable {trainable:,} / total {total:,} "
@@ -205,8 +202,13 @@ def _run(cfg: DictConfig) -> dict:
     module.phase = "after"
     module.model.train()  # from_pretrained and trainer.test leave it in eval mode (dropout off)
     ckpt = out_dir / "checkpoints" / "last.ckpt"
+    resume_from = str(ckpt) if cfg.resume and ckpt.exists() else None
+    resume_from = evaluator.strategy.broadcast(resume_from)  # every rank decides alike
+    if cfg.resume and resume_from is None:
+        print(f"[langsub] resume=true but there is no {ckpt}: training starts at step 0 "
+              "(pass the interrupted run's hydra.run.dir=...)")
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if cfg.resume and ckpt.exists() else None)
+    trainer.fit(module, datamodule=dm, ckpt_path=resume_from)
     train_seconds = time.perf_counter() - t0
     extra.update(optimizer_steps=trainer.global_step,
                  tokens_per_step=tokens_per_step(cfg, trainer.world_size))
