@@ -77,7 +77,7 @@ def test_parametrized_forward_equals_merged_weight():
 @pytest.mark.parametrize("dim", [0, 1])
 @pytest.mark.parametrize("bias", [False, True])
 def test_sliced_linear_gradients_equal_the_merged_weight(dim, bias):
-    """The hand-written backward against autograd through W.index_add(delta), float64."""
+    """SlicedWeight's products and gradients equal those of the merged weight, float64."""
     import torch.nn.functional as F
 
     from langsub.sparse import SlicedWeight

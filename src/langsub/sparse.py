@@ -38,7 +38,12 @@ class SlicedWeight(torch.Tensor):
         return self._base_w.index_add(self._dim, self._index, self._delta.to(self._base_w.dtype))
 
     def linear(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        return _SlicedLinear.apply(x, self._delta, self._base_w, self._index, self._dim, bias)
+        out = F.linear(x, self._base_w, bias)
+        delta = self._delta.to(x.dtype)
+        # in place: the frozen product's output is not needed by its own backward
+        if self._dim == 0:  # rows: only the selected output features change
+            return out.index_add_(-1, self._index, F.linear(x, delta))
+        return out.add_(F.linear(x.index_select(-1, self._index), delta))
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -52,47 +57,6 @@ class SlicedWeight(torch.Tensor):
         unwrap = lambda a: a.materialize() if isinstance(a, SlicedWeight) else a  # noqa: E731
         with torch._C.DisableTorchFunctionSubclass():
             return func(*tree_map(unwrap, args), **tree_map(unwrap, kwargs))
-
-
-class _SlicedLinear(torch.autograd.Function):
-    """y = x W^T + (the delta's product on the selected rows/columns), with a hand-written
-    backward: grad_x = g W + (g's selected part) delta, accumulated in place, and the delta's
-    gradient from the selected slice only. Autograd would instead materialise a zero
-    gradient of x's full width for the column case and sum two full-size gradients."""
-
-    @staticmethod
-    def forward(ctx, x, delta, base, index, dim, bias):
-        out = F.linear(x, base, bias)
-        d = delta.to(out.dtype)
-        if dim == 0:  # rows: only the selected output features change
-            out.index_add_(-1, index, F.linear(x.to(out.dtype), d))
-            saved = x
-        else:  # columns: only the selected input features contribute more
-            saved = x.index_select(-1, index)
-            out.add_(F.linear(saved.to(out.dtype), d))
-        ctx.save_for_backward(saved, delta, base, index)
-        ctx.dim = dim
-        return out
-
-    @staticmethod
-    def backward(ctx, g):
-        saved, delta, base, index = ctx.saved_tensors
-        d = delta.to(g.dtype)
-        flat = lambda t: t.reshape(-1, t.shape[-1]).to(g.dtype)  # noqa: E731
-        grad_x = grad_delta = grad_bias = None
-        gs = g.index_select(-1, index) if ctx.dim == 0 else g  # the part the delta touched
-        if ctx.needs_input_grad[0]:
-            grad_x = g.matmul(base.to(g.dtype))
-            if ctx.dim == 0:
-                grad_x += gs.matmul(d)
-            else:
-                grad_x.index_add_(-1, index, g.matmul(d))
-            grad_x = grad_x.to(saved.dtype)
-        if ctx.needs_input_grad[1]:
-            grad_delta = flat(gs).t().matmul(flat(saved)).to(delta.dtype)
-        if ctx.needs_input_grad[5]:
-            grad_bias = flat(g).sum(0)
-        return grad_x, grad_delta, None, None, None, grad_bias
 
 
 class NeuronDelta(nn.Module):
