@@ -24,6 +24,39 @@ from torch.nn.utils import parametrize
 from langsub.lape import select_random_global
 from langsub.methods import build_method, count_params
 from langsub.stats import ActivationCounter, atomic_write_text
+from langsub.validate import ConfigError
+
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _build(cls, cfg, dev: torch.device, dtype: str):
+    """The model initialised directly on `dev` in `dtype` (a CPU init of a big model dominates)."""
+    prev = torch.get_default_dtype()
+    torch.set_default_dtype(getattr(torch, dtype))
+    try:
+        with dev:
+            return cls(cfg)
+    finally:
+        torch.set_default_dtype(prev)
+
+
+def flop_model(model: dict, rho: float, seq_len: int) -> dict:
+    """Matmul multiply-adds per token, by the shapes alone: what lape must add to the floor.
+
+    The floor does each matmul forward and again backward for its input gradient. Sparse
+    training of k = ρ·N neurons adds, per FFN matrix, the delta's product forward, its
+    weight gradient and its input gradient: 3·k·D each, 9·k·D per layer. Returns the
+    floor's and lape's counts and their ratio (the step-time ratio if time were FLOPs)."""
+    d, n, layers = model["hidden_size"], model["intermediate_size"], model["num_hidden_layers"]
+    heads = model["num_attention_heads"]
+    kv = model.get("num_key_value_heads") or heads
+    attn = 2 * d * d + 2 * d * (d * kv // heads) + 2 * seq_len * d  # q,o + k,v + scores/values
+    per_layer = attn + 3 * n * d
+    floor = 2 * (layers * per_layer + model["vocab_size"] * d)
+    k = round(rho * layers * n) / layers
+    lape = floor + layers * 9 * k * d
+    return {"floor": floor, "lape": lape, "ratio": lape / floor}
 
 
 def _rss_mb(field: str) -> float:
@@ -80,8 +113,7 @@ def _worker(spec: dict, queue) -> None:
     torch.manual_seed(spec["seed"])
     cfg = LlamaConfig(**spec["model"])
     dev = torch.device(spec.get("device", "cpu"))
-    with dev:  # initialise on the device: a CPU init of a large model dominates the run
-        model = LlamaForCausalLM(cfg)
+    model = _build(LlamaForCausalLM, cfg, dev, spec.get("dtype", "float32"))
     L, N = cfg.num_hidden_layers, cfg.intermediate_size
     mask = select_random_global(round(spec["rho"] * L * N), L, N, spec["seed"] + (
         1 if spec["method"] == "random" else 0))
@@ -142,15 +174,14 @@ def measure(specs: list[dict]) -> list[dict]:
     return [_in_child(_worker, spec) for spec in specs]
 
 
-def forward_overhead(model_cfg: dict, batch_size, seq_len, repeats, threads, device,
+def forward_overhead(model_cfg: dict, batch_size, seq_len, repeats, threads, device, dtype,
                      queue) -> None:
     """Median forward seconds without and with the statistics hooks, same batches."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.set_num_threads(threads)
     dev = torch.device(device)
-    with dev:
-        model = LlamaForCausalLM(LlamaConfig(**model_cfg)).eval()
+    model = _build(LlamaForCausalLM, LlamaConfig(**model_cfg), dev, dtype).eval()
     x = torch.randint(0, model_cfg["vocab_size"], (batch_size, seq_len), device=dev)
     mask = torch.ones_like(x)
     dec = model.get_decoder()
@@ -178,7 +209,7 @@ def forward_overhead(model_cfg: dict, batch_size, seq_len, repeats, threads, dev
 
 def _specs(cfg, methods, model, rho, rounds):
     base = {"batch_size": cfg.batch_size, "seq_len": cfg.seq_len, "steps": cfg.steps,
-            "device": cfg.device,
+            "device": cfg.device, "dtype": cfg.dtype,
             "threads": cfg.threads, "seed": cfg.seed, "model": model, "rho": rho}
     return [{**base, "method": m, "round": r} for r in range(rounds)
             for m in (methods[r % len(methods):] + methods[: r % len(methods)])]
@@ -207,6 +238,9 @@ def table(res: dict, methods) -> str:
     f = res["forward_s/stats"] / res["forward_s/plain"]
     lines.append(f"\nforward: plain {res['forward_s/plain']:.4f} s, with statistics hooks "
                  f"{res['forward_s/stats']:.4f} s ({f:.3f}×)")
+    if "flop_model_ratio/lape" in res:
+        lines.append(f"lape by matmul FLOPs alone: {res['flop_model_ratio/lape']:.3f}× the floor "
+                     "(delta products forward, weight gradient, input gradient)")
     return "\n".join(lines)
 
 
@@ -216,15 +250,29 @@ def scaling(cfg, model: dict, out_dir: Path) -> dict:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = []
+    cells = []  # (width, rho, method, model config)
     for d in cfg.scaling.widths:
         m = {**model, "hidden_size": d, "intermediate_size": 4 * d,
              "num_attention_heads": max(1, d // 64), "num_key_value_heads": max(1, d // 64)}
-        specs = _specs(cfg, list(cfg.scaling.methods), m, cfg.rho, 1)
-        rows += [{"width": d, "rho": cfg.rho, **s2} for s2 in _flat(specs, measure(specs))]
-    specs = [{**s, "rho": r} for r in cfg.scaling.rhos for s in _specs(cfg, ["lape"], model, r, 1)]
-    rows += [{"width": model["hidden_size"], "rho": s["rho"], **s2}
-             for s, s2 in zip(specs, _flat(specs, measure(specs)))]
+        cells += [(d, cfg.rho, meth, m) for meth in cfg.scaling.methods]
+    cells += [(model["hidden_size"], r, "lape", model) for r in cfg.scaling.rhos]
+    rounds = cfg.scaling.get("rounds", 1)
+    base = {"batch_size": cfg.batch_size, "seq_len": cfg.seq_len, "steps": cfg.steps,
+            "device": cfg.device, "dtype": cfg.dtype, "threads": cfg.threads, "seed": cfg.seed}
+    idx = list(range(len(cells)))
+    order = [(r, c) for r in range(rounds)  # rounds interleaved, each in a rotated order
+             for c in idx[r % len(idx):] + idx[: r % len(idx)]]
+    specs = [{**base, "model": cells[c][3], "rho": cells[c][1], "method": cells[c][2]}
+             for _, c in order]
+    results = measure(specs)
+    rows = []
+    for c, (d, rho, meth, _) in enumerate(cells):
+        rs = [res for (_, c2), res in zip(order, results) if c2 == c]
+        rows.append({"width": d, "rho": rho, "method": meth, "rounds": rounds,
+                     "step_s": statistics.median(t for r in rs for t in r["times"]),
+                     "peak_mem_mb": statistics.median(r["peak"] for r in rs),
+                     "trainable_params": rs[0]["trainable"],
+                     "flop_model_ratio": flop_model(cells[c][3], rho, cfg.seq_len)["ratio"]})
     atomic_write_text(out_dir / "scaling.json", json.dumps(rows, indent=1))
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     for meth in cfg.scaling.methods:
@@ -244,11 +292,6 @@ def scaling(cfg, model: dict, out_dir: Path) -> dict:
     return rows
 
 
-def _flat(specs, results):
-    return [{"method": s["method"], "step_s": statistics.median(r["times"]), "peak_mem_mb": r["peak"],
-             "trainable_params": r["trainable"]} for s, r in zip(specs, results)]
-
-
 def profile_all(cfg: DictConfig) -> dict:
     out_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -257,10 +300,15 @@ def profile_all(cfg: DictConfig) -> dict:
     methods = list(cfg.methods)
     if "floor" not in methods:
         methods.insert(0, "floor")
+    if cfg.dtype not in DTYPES:
+        raise ConfigError(f"dtype={cfg.dtype} is not allowed; allowed: {', '.join(DTYPES)}")
+    if cfg.device not in ("cpu", "cuda"):
+        raise ConfigError(f"device={cfg.device} is not allowed; allowed: cpu, cuda")
     res = _in_child(forward_overhead, model, cfg.batch_size, cfg.seq_len, cfg.forward_repeats,
-                    cfg.threads, cfg.device)
+                    cfg.threads, cfg.device, cfg.dtype)
     specs = _specs(cfg, methods, model, cfg.rho, cfg.rounds)
     res.update(summarise(specs, measure(specs)))
+    res["flop_model_ratio/lape"] = flop_model(model, cfg.rho, cfg.seq_len)["ratio"]
     md = table(res, methods)
     atomic_write_text(out_dir / "profile.json", json.dumps(res, indent=1))
     atomic_write_text(out_dir / "profile.md", f"# profile.py\n\nmodel: {model}\n\n{md}\n")
