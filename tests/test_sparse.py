@@ -76,11 +76,16 @@ def test_parametrized_forward_equals_merged_weight():
 
 @pytest.mark.parametrize("dim", [0, 1])
 @pytest.mark.parametrize("bias", [False, True])
-def test_sliced_linear_gradients_equal_the_merged_weight(dim, bias):
-    """SlicedWeight's products and gradients equal those of the merged weight, float64."""
+@pytest.mark.parametrize("align", [1, 8])
+def test_sliced_linear_gradients_equal_the_merged_weight(dim, bias, align, monkeypatch):
+    """SlicedWeight's products and gradients equal those of the merged weight, float64, with
+    the delta products unpadded (the CPU path) and padded to 8 neurons (the CUDA path)."""
     import torch.nn.functional as F
 
+    from langsub import sparse
     from langsub.sparse import SlicedWeight
+
+    monkeypatch.setitem(sparse.ALIGN, "cpu", align)
 
     g = torch.Generator().manual_seed(dim)
     w = torch.randn(12, 8, dtype=torch.float64, generator=g)

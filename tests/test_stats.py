@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import lightning as L
+import pytest
 import torch
 from torch.utils.data import DataLoader
 
@@ -53,7 +54,12 @@ def _callback_stats(model, langs_batches):
     return cb.over_zero, cb.n_tokens
 
 
-def test_counts_equal_direct_computation_llama_and_phi3():
+@pytest.mark.parametrize("positive", ["sign", "compare"])
+def test_counts_equal_direct_computation_llama_and_phi3(positive, monkeypatch):
+    """Both ways of marking positives (the CPU's and CUDA's) give the exact counts."""
+    from langsub import stats
+
+    monkeypatch.setitem(stats.POSITIVE, "cpu", getattr(stats, f"_positive_{positive}"))
     for model in (tiny_llama(), tiny_phi3()):
         langs = [_batches(0), _batches(1, n=2)]
         over_zero, n_tokens = _callback_stats(model, langs)
