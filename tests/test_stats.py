@@ -54,12 +54,12 @@ def _callback_stats(model, langs_batches):
     return cb.over_zero, cb.n_tokens
 
 
-@pytest.mark.parametrize("positive", ["sign", "compare"])
-def test_counts_equal_direct_computation_llama_and_phi3(positive, monkeypatch):
-    """Both ways of marking positives (the CPU's and CUDA's) give the exact counts."""
+@pytest.mark.parametrize("count", ["count_sign", "count_compare", "count_fused"])
+def test_counts_equal_direct_computation_llama_and_phi3(count, monkeypatch):
+    """Both ways of counting (the CPU's, and CUDA's when compiled or not) are exact."""
     from langsub import stats
 
-    monkeypatch.setitem(stats.POSITIVE, "cpu", getattr(stats, f"_positive_{positive}"))
+    monkeypatch.setitem(stats.COUNT, "cpu", getattr(stats, count))
     for model in (tiny_llama(), tiny_phi3()):
         langs = [_batches(0), _batches(1, n=2)]
         over_zero, n_tokens = _callback_stats(model, langs)
@@ -68,6 +68,7 @@ def test_counts_equal_direct_computation_llama_and_phi3(positive, monkeypatch):
             ref, n = _reference(model, b)
             assert torch.equal(over_zero[..., k], ref)
             assert n_tokens[k] == n
+    assert stats.COUNT["cpu"] is getattr(stats, count)  # count_fused compiled, did not fall back
 
 
 def test_cache_roundtrip_and_mismatch(tmp_path):
@@ -107,3 +108,21 @@ def test_counts_exact_under_autocast():
     for l, a in acts.items():  # counts equal a direct count of the bf16 activations (512 tokens)
         assert torch.equal(auto.over_zero[l, :, 0], (a > 0).reshape(-1, 64).sum(0))
     assert plain.over_zero.max() > 256  # large enough that bf16 rounding would show
+
+
+def test_fused_count_falls_back_when_compiling_fails(monkeypatch):
+    from langsub import stats
+
+    def broken(fn):
+        def run(*a):
+            raise RuntimeError("no compiler")
+        return run
+
+    monkeypatch.setattr(stats, "_compiled", None)
+    monkeypatch.setattr(torch, "compile", broken)
+    monkeypatch.setitem(stats.COUNT, "cpu", stats.count_fused)
+    a, w = torch.randn(6, 5), torch.tensor([[1.0, 1, 0, 1, 1, 0]])
+    with pytest.warns(UserWarning, match="torch.compile failed"):
+        got = stats.count_fused(a, w)
+    assert torch.equal(got, ((a > 0) & (w.view(-1, 1) > 0)).sum(0))
+    assert stats.COUNT["cpu"] is stats.count_compare  # later batches skip the failing compiler

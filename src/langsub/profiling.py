@@ -197,6 +197,10 @@ def forward_overhead(model_cfg: dict, batch_size, seq_len, repeats, threads, dev
 
     with torch.no_grad():
         timed()
+        c = ActivationCounter(model, 1)  # warm-up with the hooks too (CUDA compiles the count)
+        c.set_batch(0, mask)
+        timed()
+        c.remove()
         for _ in range(repeats):
             plain.append(timed())
             c = ActivationCounter(model, 1)

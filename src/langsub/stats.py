@@ -19,18 +19,43 @@ from safetensors.torch import load_file, save_file
 from langsub.ffn import find_ffns
 
 
-def _positive_sign(a: torch.Tensor) -> torch.Tensor:
-    return a.float().sign().clamp_(min=0)  # sign is -1/0/+1
+def count_sign(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Positive activations per neuron: 1.0 where a > 0 (sign is -1/0/+1), summed over the
+    tokens by one matmul with the mask weights `w` [1, T] (exact in float32 up to 2**24 tokens;
+    on the CPU ~2x cheaper than a bool sum)."""
+    # under bf16/fp16 autocast the product would be rounded to 8 bits: counts would break
+    with torch.autocast(a.device.type, enabled=False):
+        return (w @ a.float().sign().clamp_(min=0)).view(-1).long()
 
 
-def _positive_compare(a: torch.Tensor) -> torch.Tensor:
-    return (a > 0).float()
+def count_compare(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """The same counts as one compare, mask and column sum (int32: exact up to 2**31 tokens)."""
+    return ((a > 0) & (w.view(-1, 1) > 0)).sum(0, dtype=torch.int32).long()
 
 
-# 1.0 where act > 0, as float32, summed over the unmasked tokens by one matmul (exact up to
-# 2**24 tokens per batch). The cheapest way by device: on the CPU sign/clamp (~2x cheaper than
-# a bool sum), on CUDA a compare and a cast (~2x cheaper than sign/clamp on an H100).
-POSITIVE = {"cpu": _positive_sign, "cuda": _positive_compare}
+_compiled = None
+
+
+def count_fused(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """count_compare through torch.compile: one pass over the activations (an H100 counted a
+    2048 x 14336 bf16 activation in 0.04 ms, against 0.30 ms for count_sign). Where compiling
+    fails (no Triton, say) it falls back to count_compare, with one warning."""
+    global _compiled
+    if _compiled is None:
+        _compiled = torch.compile(count_compare)
+    try:
+        return _compiled(a, w)
+    except Exception as e:  # noqa: BLE001 - any compiler failure: the eager path is exact too
+        import warnings
+
+        warnings.warn(f"statistics hook: torch.compile failed ({type(e).__name__}); counting "
+                      "without it", stacklevel=2)
+        COUNT[a.device.type] = count_compare
+        return count_compare(a, w)
+
+
+# The cheapest exact count by device type.
+COUNT = {"cpu": count_sign, "cuda": count_fused}
 
 
 class ActivationCounter:
@@ -51,11 +76,8 @@ class ActivationCounter:
         def hook(_module, _inp, out):
             act = out if out.shape[-1] == n else out[..., :n]  # fused: gate is the first half
             a = act.detach().reshape(-1, n)
-            pos = POSITIVE.get(a.device.type, _positive_sign)(a)
-            # under bf16/fp16 autocast the product would be rounded to 8 bits: counts break
-            with torch.autocast(pos.device.type, enabled=False):
-                counts = self._weights @ pos
-            self.over_zero[layer, :, self._lang] += counts.view(-1).long()
+            counts = COUNT.get(a.device.type, count_sign)(a, self._weights)
+            self.over_zero[layer, :, self._lang] += counts
         return hook
 
     def set_batch(self, lang: int, attention_mask: torch.Tensor) -> None:
