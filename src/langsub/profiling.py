@@ -5,8 +5,10 @@ embeddings require grad) with no weight gradient, which any method that trains s
 in every layer must pay. Each (method, round) runs in its own forked process so its peak
 memory is its own; rounds interleave methods so that machine noise hits all alike.
 Peak memory on CPU is the process's peak RSS (VmHWM, reset after the model is built)
-above the RSS of the built model; with `device=cuda`, torch.cuda.max_memory_allocated
-above the memory allocated for the built model.
+above the RSS of the built model, measured in one extra child per method whose allocator
+returns every freed block (`_exact_rss`), so that RSS follows live tensor memory; with
+`device=cuda`, torch.cuda.max_memory_allocated above the memory allocated for the built
+model.
 """
 from __future__ import annotations
 
@@ -66,6 +68,20 @@ def _rss_mb(field: str) -> float:
     return float("nan")
 
 
+def _exact_rss() -> None:
+    """Make the peak RSS follow live tensor memory: glibc's adaptive mmap threshold otherwise
+    keeps freed blocks in its heap, so the same step's peak RSS moved by ±10 MB between runs
+    and between methods. A fixed 128 KiB threshold (mallopt) maps every larger block on its
+    own and returns it on free: three runs agreed to 0.1 MB. It slows allocation, so only the
+    memory children use it."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):  # not glibc: RSS as it comes
+        pass
+
+
 def _reset_peak() -> None:
     try:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
@@ -113,6 +129,8 @@ def _worker(spec: dict, queue) -> None:
     torch.manual_seed(spec["seed"])
     cfg = LlamaConfig(**spec["model"])
     dev = torch.device(spec.get("device", "cpu"))
+    if spec.get("memory") and dev.type == "cpu":
+        _exact_rss()
     model = _build(LlamaForCausalLM, cfg, dev, spec.get("dtype", "float32"))
     L, N = cfg.num_hidden_layers, cfg.intermediate_size
     mask = select_random_global(round(spec["rho"] * L * N), L, N, spec["seed"] + (
@@ -219,13 +237,35 @@ def _specs(cfg, methods, model, rho, rounds):
             for m in (methods[r % len(methods):] + methods[: r % len(methods)])]
 
 
-def summarise(specs, results) -> dict:
+def memory_specs(specs: list[dict]) -> list[dict]:
+    """On the CPU, one memory child per distinct spec (warm-up + 1 step under _exact_rss);
+    on CUDA none: max_memory_allocated of the timed children is exact already."""
+    if specs[0]["device"] != "cpu":
+        return []
+    seen = {}
+    for s in specs:
+        key = json.dumps({k: v for k, v in s.items() if k != "round"}, sort_keys=True)
+        seen.setdefault(key, {**{k: v for k, v in s.items() if k != "round"},
+                              "memory": True, "steps": 1})
+    return list(seen.values())
+
+
+def _peak(spec: dict, rs: list[dict], mem: list[tuple[dict, dict]]) -> float:
+    """The memory child's peak for this spec, else the median over the timed children."""
+    for ms, mr in mem:
+        if all(ms[k] == spec[k] for k in ("method", "rho", "model")):
+            return mr["peak"]
+    return statistics.median(r["peak"] for r in rs)
+
+
+def summarise(specs, results, mem=()) -> dict:
     out = {}
     for m in dict.fromkeys(s["method"] for s in specs):
+        sp = [s for s in specs if s["method"] == m]
         rs = [r for s, r in zip(specs, results) if s["method"] == m]
         step = statistics.median(t for r in rs for t in r["times"])
         out[f"step_s/{m}"] = step
-        out[f"peak_mem_mb/{m}"] = statistics.median(r["peak"] for r in rs)
+        out[f"peak_mem_mb/{m}"] = _peak(sp[0], rs, mem)
         out[f"tokens_per_s/{m}"] = specs[0]["batch_size"] * specs[0]["seq_len"] / step
         out[f"trainable_params/{m}"] = rs[0]["trainable"]
     return out
@@ -269,12 +309,15 @@ def scaling(cfg, model: dict, out_dir: Path) -> dict:
     specs = [{**base, "model": cells[c][3], "rho": cells[c][1], "method": cells[c][2]}
              for _, c in order]
     results = measure(specs)
+    mspecs = memory_specs(specs)
+    mem = list(zip(mspecs, measure(mspecs)))
     rows = []
     for c, (d, rho, meth, _) in enumerate(cells):
         rs = [res for (_, c2), res in zip(order, results) if c2 == c]
+        spec = next(s for (_, c2), s in zip(order, specs) if c2 == c)
         rows.append({"width": d, "rho": rho, "method": meth, "rounds": rounds,
                      "step_s": statistics.median(t for r in rs for t in r["times"]),
-                     "peak_mem_mb": statistics.median(r["peak"] for r in rs),
+                     "peak_mem_mb": _peak(spec, rs, mem),
                      "trainable_params": rs[0]["trainable"],
                      "flop_model_ratio": flop_model(cells[c][3], rho, cfg.seq_len)["ratio"]})
     atomic_write_text(out_dir / "scaling.json", json.dumps(rows, indent=1))
@@ -311,7 +354,9 @@ def profile_all(cfg: DictConfig) -> dict:
     res = _in_child(forward_overhead, model, cfg.batch_size, cfg.seq_len, cfg.forward_repeats,
                     cfg.threads, cfg.device, cfg.dtype)
     specs = _specs(cfg, methods, model, cfg.rho, cfg.rounds)
-    res.update(summarise(specs, measure(specs)))
+    results = measure(specs)
+    mspecs = memory_specs(specs)
+    res.update(summarise(specs, results, list(zip(mspecs, measure(mspecs)))))
     res["flop_model_ratio/lape"] = flop_model(model, cfg.rho, cfg.seq_len)["ratio"]
     md = table(res, methods)
     atomic_write_text(out_dir / "profile.json", json.dumps(res, indent=1))

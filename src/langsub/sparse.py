@@ -3,9 +3,9 @@
 Each FFN weight gets a `NeuronDelta` parametrization holding a trainable delta for the
 selected rows (gate/up) or columns (down). Its forward returns a `SlicedWeight`: a view of
 the frozen weight that carries the delta. `F.linear` on it computes the frozen product
-plus a small product with the delta, so no full weight is copied and no full weight
-gradient is formed; every other op sees the merged weight. The frozen weight is never
-written to, so it stays bit-for-bit unchanged.
+plus a small product with the delta (`_SlicedLinear`, with a hand-written backward), so no
+full weight is copied and no full weight gradient is formed; every other op sees the
+merged weight. The frozen weight is never written to, so it stays bit-for-bit unchanged.
 """
 from __future__ import annotations
 
@@ -43,18 +43,8 @@ class SlicedWeight(torch.Tensor):
         return self._base_w.index_add(self._dim, self._index, self._delta.to(self._base_w.dtype))
 
     def linear(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        out = F.linear(x, self._base_w, bias)
-        delta = self._delta.to(x.dtype)
-        k = len(self._index)
-        pad = -k % ALIGN.get(x.device.type, 1)
-        # in place: the frozen product's output is not needed by its own backward
-        if self._dim == 0:  # rows: only the selected output features change
-            y = F.linear(x, F.pad(delta, (0, 0, 0, pad)) if pad else delta)
-            return out.index_add_(-1, self._index, y[..., :k] if pad else y)
-        xs = x.index_select(-1, self._index)  # columns: only the selected inputs contribute more
-        if pad:
-            xs, delta = F.pad(xs, (0, pad)), F.pad(delta, (0, pad))
-        return out.add_(F.linear(xs, delta))
+        pad = -len(self._index) % ALIGN.get(x.device.type, 1)
+        return _SlicedLinear.apply(x, self._delta, self._base_w, self._index, self._dim, bias, pad)
 
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
@@ -68,6 +58,63 @@ class SlicedWeight(torch.Tensor):
         unwrap = lambda a: a.materialize() if isinstance(a, SlicedWeight) else a  # noqa: E731
         with torch._C.DisableTorchFunctionSubclass():
             return func(*tree_map(unwrap, args), **tree_map(unwrap, kwargs))
+
+
+def _pad(t: torch.Tensor, dim: int, pad: int) -> torch.Tensor:
+    """Zeros after the selected neurons: rows (dim 0) or columns (dim 1)."""
+    return F.pad(t, (0, 0, 0, pad) if dim == 0 else (0, pad)) if pad else t
+
+
+class _SlicedLinear(torch.autograd.Function):
+    """y = x W^T (+ bias) plus the delta's product on the selected rows (dim 0: only those
+    output features change) or columns (dim 1: only those inputs contribute more).
+
+    The backward is written out so that x's gradient is accumulated in place into the frozen
+    product's (autograd builds the column case's at full width, zero-filled, and adds two
+    full-size tensors), and so that only the unpadded delta and the unconverted frozen weight
+    are saved (the padding and casts are redone in backward)."""
+
+    @staticmethod
+    def forward(ctx, x, delta, base, index, dim, bias, pad):
+        out = F.linear(x, base, bias)
+        k = len(index)
+        d = _pad(delta.to(out.dtype), dim, pad)
+        if dim == 0:
+            y = F.linear(x, d)
+            out.index_add_(-1, index, y[..., :k] if pad else y)
+            saved = x
+        else:
+            saved = _pad(x.index_select(-1, index), 1, pad)
+            out.add_(F.linear(saved, d))
+        ctx.save_for_backward(saved, delta, base, index)
+        ctx.dim, ctx.pad, ctx.has_bias = dim, pad, bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        saved, delta, base, index = ctx.saved_tensors
+        dim, pad, k = ctx.dim, ctx.pad, len(index)
+        d = _pad(delta.to(g.dtype), dim, pad)
+        flat = lambda t: t.reshape(-1, t.shape[-1]).to(g.dtype)  # noqa: E731
+        gs = _pad(g.index_select(-1, index), 1, pad) if dim == 0 else None
+        grad_x = grad_delta = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = g.matmul(base.to(g.dtype))
+            if dim == 0:
+                grad_x += gs.matmul(d)
+            else:
+                gd = g.matmul(d)
+                grad_x.index_add_(-1, index, gd[..., :k] if pad else gd)
+            grad_x = grad_x.to(saved.dtype)
+        if ctx.needs_input_grad[1]:
+            if dim == 0:
+                grad_delta = flat(gs).t().matmul(flat(saved))[:k]
+            else:
+                grad_delta = flat(g).t().matmul(flat(saved))[:, :k]
+            grad_delta = grad_delta.to(delta.dtype)
+        if ctx.has_bias and ctx.needs_input_grad[5]:
+            grad_bias = flat(g).sum(0)
+        return grad_x, grad_delta, None, None, None, grad_bias, None
 
 
 class NeuronDelta(nn.Module):
