@@ -10,6 +10,14 @@ from torch import nn
 from torchmetrics.text import Perplexity
 
 
+def check_trainable_keys(have: set[str], want: set[str], where: str) -> None:
+    """A checkpoint's trainable tensors must be exactly the run's: none missing, none extra."""
+    missing, unexpected = want - have, have - want
+    if missing or unexpected:
+        raise ValueError(f"{where} does not match this run's trainable tensors: "
+                         f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+
+
 class CausalLMModule(L.LightningModule):
     """Trains whatever the method left trainable; measures perplexity per language.
 
@@ -148,11 +156,7 @@ class CausalLMModule(L.LightningModule):
         # FSDP loads (and removes) the state dict before this hook: check the saved key list
         keys = set(checkpoint["state_dict"]) if "state_dict" in checkpoint \
             else set(checkpoint.get("trainable_keys", ()))
-        missing = self.trainable_keys() - keys
-        unexpected = keys - self.trainable_keys()
-        if missing or unexpected:
-            raise ValueError(f"checkpoint does not match this run's trainable tensors: "
-                             f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+        check_trainable_keys(keys, self.trainable_keys(), "checkpoint")
         if checkpoint.get("neuron_index", {}) != self.neuron_index():
             raise ValueError("checkpoint was trained on other neurons than this run selects "
                              "(changed rho, seed, mask or data?): resume with the same settings")

@@ -19,7 +19,7 @@ from langsub.data import LangDataModule
 from langsub.identify import neuron_source, neurons_for_run, random_like, write_neurons_json
 from langsub.launch import ddp_safe_job
 from langsub.methods import build_method, count_params
-from langsub.module import CausalLMModule
+from langsub.module import CausalLMModule, check_trainable_keys
 from langsub.sparse import original_slices
 from langsub.stats import atomic_write_text
 from langsub.strategies import is_sharded, make_trainer
@@ -85,10 +85,8 @@ def rebuild_trained(cfg: DictConfig, method, mask, ckpt_path: str):
     model = method.prepare(model, mask)
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
     state = {k.removeprefix("model."): v for k, v in state.items()}
-    want = {n for n, p in model.named_parameters() if p.requires_grad}
-    if set(state) != want:
-        raise ValueError(f"{ckpt_path}: trainable tensors do not match the rebuilt model: missing "
-                         f"{sorted(want - set(state))[:5]}, unexpected {sorted(set(state) - want)[:5]}")
+    check_trainable_keys(set(state), {n for n, p in model.named_parameters() if p.requires_grad},
+                         ckpt_path)
     model.load_state_dict(state, strict=False)
     return model
 
