@@ -174,3 +174,13 @@ def test_accumulation_keeps_the_token_budget(tmp_path):
     # debug=fast validates every 2 optimizer steps: after steps 2 and 4 (not after every 2
     # batches, 4 times); Lightning labels them with the step before, as without accumulation
     assert [e.step for e in ev.Scalars("val/ppl")] == [1, 3]
+
+
+def test_checkpoint_keys_must_match_exactly():
+    from langsub.module import check_trainable_keys
+
+    check_trainable_keys({"a", "b"}, {"a", "b"}, "ckpt")
+    with pytest.raises(ValueError, match=r"ckpt does not match .* missing \['b'\], unexpected \[\]"):
+        check_trainable_keys({"a"}, {"a", "b"}, "ckpt")
+    with pytest.raises(ValueError, match=r"missing \[\], unexpected \['c'\]"):
+        check_trainable_keys({"a", "b", "c"}, {"a", "b"}, "ckpt")
