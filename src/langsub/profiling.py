@@ -229,12 +229,21 @@ def forward_overhead(model_cfg: dict, batch_size, seq_len, repeats, threads, dev
                "forward_s/stats": statistics.median(stats)})
 
 
+def _base_spec(cfg) -> dict:
+    """What every child of this run shares."""
+    return {"batch_size": cfg.batch_size, "seq_len": cfg.seq_len, "steps": cfg.steps,
+            "device": cfg.device, "dtype": cfg.dtype, "threads": cfg.threads, "seed": cfg.seed}
+
+
+def _interleaved(items: list, rounds: int) -> list[tuple[int, object]]:
+    """(round, item) for `rounds` rounds, each in an order rotated by one."""
+    return [(r, it) for r in range(rounds)
+            for it in items[r % len(items):] + items[: r % len(items)]]
+
+
 def _specs(cfg, methods, model, rho, rounds):
-    base = {"batch_size": cfg.batch_size, "seq_len": cfg.seq_len, "steps": cfg.steps,
-            "device": cfg.device, "dtype": cfg.dtype,
-            "threads": cfg.threads, "seed": cfg.seed, "model": model, "rho": rho}
-    return [{**base, "method": m, "round": r} for r in range(rounds)
-            for m in (methods[r % len(methods):] + methods[: r % len(methods)])]
+    base = {**_base_spec(cfg), "model": model, "rho": rho}
+    return [{**base, "method": m, "round": r} for r, m in _interleaved(methods, rounds)]
 
 
 def memory_specs(specs: list[dict]) -> list[dict]:
@@ -248,6 +257,12 @@ def memory_specs(specs: list[dict]) -> list[dict]:
         seen.setdefault(key, {**{k: v for k, v in s.items() if k != "round"},
                               "memory": True, "steps": 1})
     return list(seen.values())
+
+
+def measure_memory(specs: list[dict]) -> list[tuple[dict, dict]]:
+    """(memory spec, its result) for the memory children of `specs` (none on CUDA)."""
+    mspecs = memory_specs(specs)
+    return list(zip(mspecs, measure(mspecs)))
 
 
 def _peak(spec: dict, rs: list[dict], mem: list[tuple[dict, dict]]) -> float:
@@ -301,16 +316,12 @@ def scaling(cfg, model: dict, out_dir: Path) -> dict:
         cells += [(d, cfg.rho, meth, m) for meth in cfg.scaling.methods]
     cells += [(model["hidden_size"], r, "lape", model) for r in cfg.scaling.rhos]
     rounds = cfg.scaling.get("rounds", 1)
-    base = {"batch_size": cfg.batch_size, "seq_len": cfg.seq_len, "steps": cfg.steps,
-            "device": cfg.device, "dtype": cfg.dtype, "threads": cfg.threads, "seed": cfg.seed}
-    idx = list(range(len(cells)))
-    order = [(r, c) for r in range(rounds)  # rounds interleaved, each in a rotated order
-             for c in idx[r % len(idx):] + idx[: r % len(idx)]]
+    base = _base_spec(cfg)
+    order = _interleaved(list(range(len(cells))), rounds)
     specs = [{**base, "model": cells[c][3], "rho": cells[c][1], "method": cells[c][2]}
              for _, c in order]
     results = measure(specs)
-    mspecs = memory_specs(specs)
-    mem = list(zip(mspecs, measure(mspecs)))
+    mem = measure_memory(specs)
     rows = []
     for c, (d, rho, meth, _) in enumerate(cells):
         rs = [res for (_, c2), res in zip(order, results) if c2 == c]
@@ -354,9 +365,7 @@ def profile_all(cfg: DictConfig) -> dict:
     res = _in_child(forward_overhead, model, cfg.batch_size, cfg.seq_len, cfg.forward_repeats,
                     cfg.threads, cfg.device, cfg.dtype)
     specs = _specs(cfg, methods, model, cfg.rho, cfg.rounds)
-    results = measure(specs)
-    mspecs = memory_specs(specs)
-    res.update(summarise(specs, results, list(zip(mspecs, measure(mspecs)))))
+    res.update(summarise(specs, measure(specs), measure_memory(specs)))
     res["flop_model_ratio/lape"] = flop_model(model, cfg.rho, cfg.seq_len)["ratio"]
     md = table(res, methods)
     atomic_write_text(out_dir / "profile.json", json.dumps(res, indent=1))

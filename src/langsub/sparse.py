@@ -81,7 +81,7 @@ class _SlicedLinear(torch.autograd.Function):
         d = _pad(delta.to(out.dtype), dim, pad)
         if dim == 0:
             y = F.linear(x, d)
-            out.index_add_(-1, index, y[..., :k] if pad else y)
+            out.index_add_(-1, index, y[..., :k])  # the padding sliced off
             saved = x
         else:
             saved = _pad(x.index_select(-1, index), 1, pad)
@@ -104,7 +104,7 @@ class _SlicedLinear(torch.autograd.Function):
                 grad_x += gs.matmul(d)
             else:
                 gd = g.matmul(d)
-                grad_x.index_add_(-1, index, gd[..., :k] if pad else gd)
+                grad_x.index_add_(-1, index, gd[..., :k])
             grad_x = grad_x.to(saved.dtype)
         if ctx.needs_input_grad[1]:
             if dim == 0:
