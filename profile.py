@@ -33,7 +33,7 @@ else:
     @hydra.main(version_base="1.3", config_path="conf", config_name="profile")
     @user_errors
     def main(cfg):
-        from langsub.profiling import profile_all
+        from langsub.tools.profiling import profile_all
 
         profile_all(cfg)
 

@@ -28,8 +28,8 @@ def main(cfg: DictConfig) -> float:
 
     m = run(cfg)
     if cfg.objective == "target_and_general":  # two objectives for Optuna's NSGA-II
-        return m.get("target_ppl_after"), m.get("general_ppl_after")
-    return m.get("target_ppl_after")  # what a sweeper minimises
+        return m.get("ppl_after/target"), m.get("ppl_after/general")
+    return m.get("ppl_after/target")  # what a sweeper minimises
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from langsub.validate import ConfigError
+from langsub.errors import ConfigError
 
 _ROOT = Path(__file__).resolve().parents[2]  # a checkout: the repo root, where conf/ and data/ are
 
@@ -39,10 +39,10 @@ def run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     return OmegaConf.merge(cfg, given)
 
 
-def run_problems(run_dir: Path, kinds: set[str], benchmarks: bool = False) -> list[str]:
+def run_problems(run_dir: Path, analyses, benchmarks: bool = False) -> list[str]:
     """What the chosen analyses (and benchmarks) need from the run dir."""
     after = (run_dir / "delta.safetensors").is_file() or (run_dir / "export").is_dir()
-    if (kinds & {"alignment", "weights", "reversal"} or benchmarks) and not after:
+    if (any(a.needs_after for a in analyses) or benchmarks) and not after:
         return [f"{run_dir}: neither delta.safetensors nor export/ (run with export=true)"]
     return []
 
@@ -56,68 +56,69 @@ def load_export(run_dir: Path, cfg):
         run_dir / "export", dtype=getattr(torch, cfg.model.get("dtype", "float32"))).eval()
 
 
+def _masks(run_dir: Path, target: str):
+    """Every language's mask and the trained one, from the run's neurons.json (or None)."""
+    from langsub.neurons.masks import load_neurons
+
+    path = run_dir / "neurons.json"
+    if not path.is_file():
+        return None, None
+    masks = load_neurons(path)
+    trained = load_neurons(path, [target])[target] if target in json.loads(path.read_text()) \
+        else None
+    return masks, trained
+
+
 def analyze(run_dir: Path, overrides: list[str]) -> dict:
     """Everything `python -m langsub.analyze` does; returns the scalars added to metrics.json."""
     import torch
     from safetensors.torch import load_file
 
-    from langsub import analyses_run as R
-    from langsub.analysis import current_slices, snapshot_ffn, weight_change
-    from langsub.benchmarks import run_phase
+    from langsub.analysis import AnalysisContext, wanted
+    from langsub.analysis.registry import run_after, run_before
+    from langsub.evaluation.benchmarks import run_phase
     from langsub.export import apply_deltas
-    from langsub.lape import load_neurons
-    from langsub.run import build_datamodule, load_model
+    from langsub.model.load import load_model
+    from langsub.run import build_datamodule
     from langsub.validate import check_config
 
     cfg = run_config(run_dir, overrides)
     check_config(cfg)
-    kinds = R.wanted(cfg)
-    problems = run_problems(run_dir, kinds, bool(cfg.eval.lm_eval.tasks))
+    analyses, benchmarks = wanted(cfg.get("analysis")), bool(cfg.eval.lm_eval.tasks)
+    problems = run_problems(run_dir, analyses, benchmarks)
     if problems:
         raise ConfigError("\n".join(problems))
     model, tok = load_model(cfg.model)
-    dm, target, out = build_datamodule(cfg, tok), cfg.lang.code, run_dir / "analysis"
-    out.mkdir(exist_ok=True)
-    masks = load_neurons(run_dir / "neurons.json") if (run_dir / "neurons.json").is_file() else None
-    delta = load_file(str(run_dir / "delta.safetensors")) \
-        if (run_dir / "delta.safetensors").is_file() else None
+    dm = build_datamodule(cfg, tok)
+    masks, trained = _masks(run_dir, cfg.lang.code)
+    delta_file = run_dir / "delta.safetensors"
+    delta = load_file(str(delta_file)) if delta_file.is_file() else None
     device = "cuda" if torch.cuda.is_available() else None  # lm-eval only; analyses on CPU
+    ctx = AnalysisContext(cfg, run_dir / "analysis", tok, dm, masks, trained)
     res = run_phase(model, tok, cfg, "before", device=device)
-    if "deactivation" in kinds and masks is not None:
-        res.update(R.deactivation(out, model.eval(), dm, masks, cfg.seed,
-                                  cfg.analysis_eval_tokens, None))
-    langs = [target] + [lang for lang in dm.eval_langs if lang != target]
-    align = R.alignment_curves(model, tok, cfg, langs) if "alignment" in kinds else None
-    snapshot = snapshot_ffn(model) if "weights" in kinds else None
-    original = current_slices(model, delta) if "reversal" in kinds and delta else None
-    if kinds & {"alignment", "weights", "reversal"} or cfg.eval.lm_eval.tasks:  # fine-tuned now
+    res.update(run_before(analyses, ctx, model))
+    if any(a.needs_after for a in analyses) or benchmarks:  # the fine-tuned model now
         if delta is not None:
-            apply_deltas(model, [run_dir / "delta.safetensors"])
+            apply_deltas(model, [delta_file])
         else:
             model = None  # free the base first
             model = load_export(run_dir, cfg)
         res.update(run_phase(model, tok, cfg, "after", device=device))
-    if align is not None:
-        res.update(R.write_alignment(out, align, R.alignment_curves(model, tok, cfg, langs),
-                                     target, None))
-    if snapshot is not None:
-        res.update(R.write_weights(out, weight_change(snapshot, model), None))
-    if "reversal" in kinds:
-        res.update(R.reversal(out, model, dm, target, delta, original,
-                              cfg.data.eval_max_tokens, None))
+        res.update(run_after(analyses, ctx, model, delta))
     add_to_metrics(run_dir / "metrics.json", res)
     return res
 
 
 def add_to_metrics(path: Path, res: dict) -> None:
-    from langsub.stats import atomic_write_text
+    from langsub.io import atomic_write_text
 
     if path.is_file():
         atomic_write_text(path, json.dumps({**json.loads(path.read_text()), **res}, indent=1))
 
 
 def main(argv=None) -> None:
-    from langsub.cli import USER_ERRORS, fail
+    from langsub.cli import fail
+    from langsub.errors import USER_ERRORS
 
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0].startswith("-"):

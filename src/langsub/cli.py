@@ -1,4 +1,7 @@
-"""Entry-point plumbing shared by train.py and profile.py: early checks, user-error handling."""
+"""Entry-point plumbing shared by train.py and profile.py: early checks, user-error handling.
+
+Only the project's own errors (`errors.LangsubError`) become one line; anything else is a
+bug and keeps its traceback."""
 from __future__ import annotations
 
 import functools
@@ -7,12 +10,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from langsub.data import CorpusError
-from langsub.ffn import UnsupportedModelError
-from langsub.validate import ConfigError
-
-USER_ERRORS = (ConfigError, CorpusError, UnsupportedModelError, ValueError, FileNotFoundError,
-               FloatingPointError)  # a NaN/inf loss: the last good checkpoint stays
+from langsub.errors import USER_ERRORS
 
 
 def _values(val: str) -> list[str]:

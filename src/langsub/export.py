@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from langsub.stats import atomic_write
+from langsub.errors import CheckpointError
+from langsub.io import atomic_write
 
 
 def export_model(out_dir: Path, merged, tokenizer, delta: dict | None = None,
@@ -45,7 +46,7 @@ def apply_deltas(model: torch.nn.Module, paths: list[str | Path]) -> torch.nn.Mo
         names = sorted({k.rsplit(".", 1)[0] for k in t})
         missing = [n for n in names if n not in modules]
         if missing:
-            raise ValueError(f"{path}: the model has no module {missing[0]} "
+            raise CheckpointError(f"{path}: the model has no module {missing[0]} "
                              f"({len(missing)} of {len(names)} missing): another architecture?")
         for name in names:
             w = modules[name].weight
@@ -53,7 +54,7 @@ def apply_deltas(model: torch.nn.Module, paths: list[str | Path]) -> torch.nn.Mo
             delta = t[f"{name}.delta"].to(w.dtype)
             expect = (len(index), w.shape[1]) if dim == 0 else (w.shape[0], len(index))
             if tuple(delta.shape) != expect or int(index.max()) >= w.shape[dim]:
-                raise ValueError(f"{path}: {name} delta {tuple(delta.shape)} does not fit "
+                raise CheckpointError(f"{path}: {name} delta {tuple(delta.shape)} does not fit "
                                  f"weight {tuple(w.shape)}")
             w.index_add_(dim, index.to(w.device), delta.to(w.device))
     return model

@@ -9,7 +9,8 @@ import argparse
 import json
 from pathlib import Path
 
-from langsub.stats import atomic_write_text
+from langsub.errors import ConfigError
+from langsub.io import atomic_write_text
 
 
 def load_runs(root: Path) -> list[dict]:
@@ -19,7 +20,7 @@ def load_runs(root: Path) -> list[dict]:
         m["_dir"] = str(p.parent.relative_to(root))
         runs.append(m)
     if not runs:
-        raise ValueError(f"no metrics.json below {root}")
+        raise ConfigError(f"no metrics.json below {root}")
     return runs
 
 
@@ -36,10 +37,10 @@ def table(runs: list[dict]) -> str:
         method = m["method"] + (f" ({nf} neurons)" if nf and nf != m["lang"] else "")
         lines.append(
             f"| {method} | {m['lang']} | {100 * m['trainable_fraction']:.3f} | "
-            f"{m['target_ppl_before']:.2f} → {m['target_ppl_after']:.2f} | "
-            f"{_pct(m['target_ppl_after'], m['target_ppl_before']):+.2f} | "
-            f"{m['general_ppl_before']:.2f} → {m['general_ppl_after']:.2f} | "
-            f"{_pct(m['general_ppl_after'], m['general_ppl_before']):+.2f} | "
+            f"{m['ppl_before/target']:.2f} → {m['ppl_after/target']:.2f} | "
+            f"{_pct(m['ppl_after/target'], m['ppl_before/target']):+.2f} | "
+            f"{m['ppl_before/general']:.2f} → {m['ppl_after/general']:.2f} | "
+            f"{_pct(m['ppl_after/general'], m['ppl_before/general']):+.2f} | "
             f"{m['train_seconds']:.0f} | {m['_dir']} |")
     return "\n".join(lines)
 
@@ -51,8 +52,8 @@ def chart(runs: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = [f"{m['method']}\n{m['lang']}" for m in runs]
-    t = [_pct(m["target_ppl_after"], m["target_ppl_before"]) for m in runs]
-    g = [_pct(m["general_ppl_after"], m["general_ppl_before"]) for m in runs]
+    t = [_pct(m["ppl_after/target"], m["ppl_before/target"]) for m in runs]
+    g = [_pct(m["ppl_after/general"], m["ppl_before/general"]) for m in runs]
     x = range(len(runs))
     fig, ax = plt.subplots(figsize=(1.2 * len(runs) + 2, 3.5))
     ax.bar([i - 0.2 for i in x], t, 0.4, label="target ppl Δ %")

@@ -1,16 +1,97 @@
-"""Check a whole run config before any model is loaded; report every problem, one line each."""
+"""Check a whole run config before any model is loaded; report every problem, one line each.
+
+Scalar keys are checked by a table of (key, rule) rows; the method's keys by its config
+dataclass; the data, trainer and model by the functions below. The last check builds the
+model on the meta device (no weights) and only runs when everything else passed.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from langsub.data import CorpusError, corpus_file
-from langsub.sparse import COMPONENTS
+from langsub.data.corpus import corpus_file
+from langsub.errors import ConfigError, CorpusError, MaskError, UnsupportedModelError
+from langsub.model.ffn import find_ffns
+
+DTYPES = ("float32", "bfloat16", "float16")
+PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
 
 
-class ConfigError(ValueError):
-    """One or more user errors; each line names the key, the value and what is allowed."""
+def _int(lo=None, hi=None, null=False):
+    """Rule: an integer in [lo, hi] (or null)."""
+    def rule(v):
+        if v is None:
+            return null
+        return isinstance(v, int) and not isinstance(v, bool) and (lo is None or v >= lo) \
+            and (hi is None or v <= hi)
+    bounds = f" >= {lo}" if hi is None and lo is not None else f" in [{lo}, {hi}]" if lo is not None else ""
+    return rule, f"an integer{bounds}" + (" or null" if null else "")
+
+
+def _num(lo=None, hi=None, lo_open=False, hi_open=False, null=False):
+    """Rule: a number in the given (open or closed) interval (or null)."""
+    def rule(v):
+        if v is None:
+            return null
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+            return False
+        return (lo is None or (v > lo if lo_open else v >= lo)) and \
+            (hi is None or (v < hi if hi_open else v <= hi))
+    left, right = ("(" if lo_open else "["), (")" if hi_open else "]")
+    where = f" in {left}{lo}, {'inf' if hi is None else hi}{right}" if lo is not None else ""
+    return rule, f"a number{where}" + (" or null" if null else "")
+
+
+def _choice(*allowed):
+    return (lambda v: v in allowed), "one of " + ", ".join(repr(a) for a in allowed)
+
+
+def _bool():
+    return (lambda v: isinstance(v, bool)), "true or false"
+
+
+def _langs(min_len=1):
+    def rule(v):
+        return isinstance(v, (list, tuple, ListConfig)) and len(v) >= min_len and \
+            all(isinstance(x, str) and x for x in v) and len(set(v)) == len(v)
+    return rule, f"a list of at least {min_len} distinct language codes"
+
+
+RULES = {
+    "seed": _int(0), "threshold": _num(0, 1, True, True), "scope": _choice("global", "layer"),
+    "objective": _choice("target", "target_and_general"),
+    "general": _langs(1), "analysis_eval_tokens": _int(1), "resume": _bool(),
+    "dry_run": _bool(), "export": _bool(), "debug_errors": _bool(),
+    "model.dtype": _choice(*DTYPES), "model.gradient_checkpointing": _bool(),
+    "model.attn_implementation": _choice(None, "eager", "sdpa", "flash_attention_2",
+                                         "flash_attention_3", "flex_attention"),
+    # LAPE's entropy is over languages: it needs at least two to tell them apart
+    "data.langs": _langs(2), "data.eval_langs": _langs(1), "data.block_size": _int(2),
+    "data.batch_size": _int(1), "data.eval_batch_size": _int(1), "data.num_workers": _int(0),
+    "data.ident_max_tokens": _int(1, null=True), "data.eval_max_tokens": _int(1, null=True),
+    "train.lr": _num(0, lo_open=True), "train.weight_decay": _num(0),
+    "train.warmup_ratio": _num(0, 1, hi_open=True), "train.max_tokens": _int(1, null=True),
+    "train.max_steps": _int(1, null=True), "train.val_every_n_steps": _int(1),
+    "train.checkpoint_every_n_steps": _int(1),
+    "train.early_stopping_patience": _int(1, null=True),
+    "trainer.precision": _choice(*PRECISIONS),
+    "trainer.gradient_clip_val": _num(0, lo_open=True, null=True),
+    "trainer.accumulate_grad_batches": _int(1, null=True),
+    "auto_budget.min_neurons": _int(1, null=True),
+    "auto_budget.min_fraction_params": _num(0, 1, lo_open=True, null=True),
+}
+
+
+def _rule_problems(cfg: DictConfig) -> list[str]:
+    out = []
+    for key, (ok, allowed) in RULES.items():
+        v = OmegaConf.select(cfg, key, default=None)
+        if isinstance(v, ListConfig):
+            v = list(v)
+        if not ok(v):
+            out.append(f"{key}={v!r}: allowed is {allowed}")
+    return out
 
 
 def _rho_problems(cfg: DictConfig) -> list[str]:
@@ -26,45 +107,34 @@ def _rho_problems(cfg: DictConfig) -> list[str]:
     return []
 
 
-def _method_problems(cfg: DictConfig) -> list[str]:
-    from langsub.methods import METHODS
+def _method_problems(cfg: DictConfig):
+    """(problems, the method or None): its config dataclass checks every key."""
+    from langsub.methods import build_method
 
-    m, out = cfg.method, []
-    if m.name not in METHODS:
-        return [f"method={m.name!r} is unknown; available: {sorted(METHODS)}"]
-    comps = m.get("components")
-    if comps is not None and (not comps or any(c not in COMPONENTS for c in comps)):
-        out.append(f"method.components={list(comps)}: allowed is a non-empty subset of "
-                   f"{list(COMPONENTS)}")
-    if m.get("neurons") is not None and not Path(m.neurons).is_file():
-        out.append(f"method.neurons={m.neurons}: file does not exist")
-    for f in m.get("activation_files") or []:
-        if not Path(f).is_file():
-            out.append(f"method.activation_files: {f} does not exist")
-    if m.get("match", "layer") not in ("layer", "global"):
-        out.append(f"method.match={m.match!r}: allowed are 'layer', 'global'")
-    if not isinstance(m.get("lr"), (int, float)) or m.lr <= 0:
-        out.append(f"method.lr={m.get('lr')!r}: allowed is a number > 0")
-    return out
+    try:
+        return [], build_method(OmegaConf.to_container(cfg.method, resolve=True))
+    except ConfigError as e:
+        return str(e).splitlines(), None
 
 
-def _data_problems(cfg: DictConfig) -> list[str]:
+def _data_problems(cfg: DictConfig, method) -> list[str]:
     out, d = [], cfg.data
-    target, source = cfg.lang.code, cfg.method.get("neurons_from")
-    if cfg.method.get("neurons") is None and cfg.method.name in ("lape", "random") \
-            and (source or target) not in d.langs:
+    target = cfg.lang.code
+    langs, eval_langs = list(d.get("langs") or []), list(d.get("eval_langs") or [])
+    if method is not None and method.needs_neurons and cfg.method.get("neurons") is None \
+            and method.source(target) not in langs:
+        source = cfg.method.get("neurons_from")
         key = f"method.neurons_from={source}" if source else f"lang={target}"
-        out.append(f"{key}: not among the identification languages data.langs="
-                   f"{list(d.langs)}")
-    if target not in d.eval_langs:
-        out.append(f"lang={target}: not among data.eval_langs={list(d.eval_langs)} "
+        out.append(f"{key}: not among the identification languages data.langs={langs}")
+    if target not in eval_langs:
+        out.append(f"lang={target}: not among data.eval_langs={eval_langs} "
                    "(its perplexity before and after is the result)")
-    for key in ("ident_max_tokens", "eval_max_tokens"):
-        v = d.get(key)
-        if v is not None and (not isinstance(v, int) or v <= 0):
-            out.append(f"data.{key}={v!r}: allowed is a positive integer or null")
+    missing = [l for l in cfg.get("general") or [] if l not in eval_langs]
+    if missing:
+        out.append(f"general={list(cfg.general)}: {missing} not among data.eval_langs="
+                   f"{eval_langs} (general perplexity is measured on them)")
     if d.get("corpus_dir") is not None:
-        for lang in dict.fromkeys(list(d.langs) + list(d.eval_langs) + [target]):
+        for lang in dict.fromkeys(langs + eval_langs + [target]):
             try:
                 corpus_file(d.corpus_dir, lang)
             except CorpusError as e:
@@ -79,7 +149,7 @@ def _data_problems(cfg: DictConfig) -> list[str]:
 def _source_problems(cfg: DictConfig) -> list[str]:
     """A streamed corpus: known hub id or local directory, a config name for every language,
     finite budgets."""
-    from langsub.hub import KNOWN_HUB_IDS, config_name
+    from langsub.data.hub import KNOWN_HUB_IDS, config_name
 
     d, target, out = cfg.data, cfg.lang.code, []
     ident = list(dict.fromkeys(list(d.langs) + [target]))
@@ -126,25 +196,10 @@ def _local_configs(path: str) -> list[str]:
         return []
 
 
-def _train_problems(cfg: DictConfig) -> list[str]:
-    out, t = [], cfg.train
-    for key in ("max_tokens", "max_steps", "val_every_n_steps", "checkpoint_every_n_steps"):
-        v = t.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
-            out.append(f"train.{key}={v!r}: allowed is a positive integer"
-                       + (" or null" if key in ("max_tokens", "max_steps") else ""))
-    if t.get("max_tokens") is None and t.get("max_steps") is None:
-        out.append("train.max_tokens and train.max_steps are both null: set a budget")
-    return out
-
-
 def _trainer_problems(cfg: DictConfig) -> list[str]:
     """Accumulation; FSDP: GPUs only (Lightning's rule), and an unsharded strategy for the
     passes that run before the method is applied."""
     t, out = cfg.trainer, []
-    acc = t.get("accumulate_grad_batches") or 1
-    if isinstance(acc, bool) or not isinstance(acc, int) or acc < 1:
-        out.append(f"trainer.accumulate_grad_batches={acc!r}: allowed is a positive integer")
     s = t.get("strategy")
     target = str(s.get("_target_", "") if isinstance(s, DictConfig) else s or "")
     if "fsdp" not in target.lower():
@@ -172,25 +227,22 @@ def _model_problems(cfg: DictConfig) -> list[str]:
 
 def _shape_problems(cfg: DictConfig) -> list[str]:
     """Build the model on the meta device (no weights): gated FFN? does the mask fit?"""
-    from langsub.dryrun import meta_model
-    from langsub.ffn import UnsupportedModelError, find_ffns
-    from langsub.lape import load_neurons
+    from langsub.model.load import meta_model
+    from langsub.neurons.masks import load_neurons
 
     try:
         ffns = find_ffns(meta_model(cfg.model))
-    except (OSError, ValueError) as e:
-        if isinstance(e, UnsupportedModelError):
-            return [str(e)]
-        return [f"model: cannot read its config: {str(e).splitlines()[0]}"]
     except UnsupportedModelError as e:
         return [str(e)]
+    except (OSError, ValueError) as e:  # transformers cannot read or resolve the config
+        return [f"model: cannot read its config: {str(e).splitlines()[0]}"]
     m = cfg.method
     if m.get("neurons") is None:
         return []
     try:
         masks = load_neurons(m.neurons, m.get("neurons_langs"), n_layers=len(ffns),
                              n_neurons=ffns[0].n_neurons)
-    except ValueError as e:
+    except MaskError as e:
         return [f"method.neurons: {e}"]
     source = m.get("neurons_from")
     if (source or cfg.lang.code) not in masks:
@@ -200,26 +252,42 @@ def _shape_problems(cfg: DictConfig) -> list[str]:
     return []
 
 
+def _budget_problems(cfg: DictConfig) -> list[str]:
+    t = cfg.train
+    if t.get("max_tokens") is None and t.get("max_steps") is None:
+        return ["train.max_tokens and train.max_steps are both null: set a budget"]
+    return []
+
+
+def _recipe_problems(cfg: DictConfig) -> list[str]:
+    """The optimizer and schedule are objects built from config: each needs a `_target_`."""
+    out = []
+    for key, required in (("optimizer", True), ("scheduler", False)):
+        node = cfg.get(key)
+        if node is None and not required:
+            continue
+        if not isinstance(node, DictConfig) or not node.get("_target_"):
+            out.append(f"{key}={OmegaConf.to_container(node) if isinstance(node, DictConfig) else node!r}: "
+                       f"allowed is a config with a _target_ (conf/{key}/*.yaml)"
+                       + ("" if required else " or null"))
+    return out
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError listing every problem of `cfg`; cheap, loads no weights."""
-    problems = _rho_problems(cfg)
-    if not isinstance(cfg.threshold, (int, float)) or not 0 < cfg.threshold < 1:
-        problems.append(f"threshold={cfg.threshold!r}: allowed is a number in (0, 1)")
-    if cfg.scope not in ("global", "layer"):
-        problems.append(f"scope={cfg.scope!r}: allowed are 'global', 'layer'")
-    from langsub.analyses_run import wanted
+    from langsub.analysis import wanted
+    from langsub.evaluation.benchmarks import config_problems
 
+    problems = _rule_problems(cfg) + _rho_problems(cfg)
     try:
-        wanted(cfg)
-    except ValueError as e:
+        wanted(cfg.get("analysis"))
+    except ConfigError as e:
         problems.append(str(e))
-    problems += _method_problems(cfg) + _data_problems(cfg) + _train_problems(cfg)
-    problems += _trainer_problems(cfg)
-    from langsub.benchmarks import config_problems
-
+    method_problems, method = _method_problems(cfg)
+    problems += method_problems + _data_problems(cfg, method) + _budget_problems(cfg)
+    problems += _trainer_problems(cfg) + _recipe_problems(cfg)
     problems += config_problems((cfg.get("eval") or {}).get("lm_eval") or {})
-    model_problems = _model_problems(cfg)
-    problems += model_problems
+    problems += _model_problems(cfg)
     if not problems:  # only when the cheap checks pass: this one reads the model config
         problems += _shape_problems(cfg)
     if problems:

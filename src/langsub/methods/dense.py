@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from langsub.ffn import find_ffns
-from langsub.methods import Method, register
+from langsub.methods.base import Method, register
+from langsub.model.ffn import find_ffns
 
 
 @register
@@ -25,8 +25,7 @@ class FFNOnly(Method):
         for p in model.parameters():
             p.requires_grad_(False)
         for f in find_ffns(model):
-            for lin in (f.gate, f.up, f.gate_up, f.down):
-                if lin is not None:
-                    for p in lin.parameters():
-                        p.requires_grad_(True)
+            for lin in f.linears():
+                for p in lin.parameters():
+                    p.requires_grad_(True)
         return model

@@ -7,7 +7,6 @@ same path; only the config differs. Tokenized, packed blocks are cached on disk 
 """
 from __future__ import annotations
 
-import hashlib
 import warnings
 from pathlib import Path
 
@@ -17,72 +16,10 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-SPLITS = ("train", "valid", "test")
+from langsub.data.corpus import corpus_file, load_texts, pack
+from langsub.errors import CorpusError
+
 warnings.filterwarnings("ignore", message="'set_vital' is deprecated")  # torchdata on torch>=2.9
-
-
-class CorpusError(ValueError):
-    """A corpus file is missing, empty or too small for one block."""
-
-
-def corpus_file(corpus_dir: str | Path, lang: str) -> Path:
-    """The file of one language (`<lang>.jsonl` or `<lang>.txt`), checked to exist and be non-empty."""
-    d = Path(corpus_dir)
-    for ext in (".jsonl", ".txt"):
-        p = d / f"{lang}{ext}"
-        if p.exists():
-            if p.stat().st_size == 0:
-                raise CorpusError(f"corpus file {p} is empty")
-            return p
-    raise CorpusError(f"corpus file {d / (lang + '.jsonl')} does not exist "
-                      f"(data.corpus_dir={d}, lang={lang})")
-
-
-def split_of_index(i: int, seed: int, fractions=(0.7, 0.15, 0.15)) -> str:
-    """Seeded hash split for files without a `split` column (plain text, hub corpora)."""
-    h = int(hashlib.sha256(f"{seed}:{i}".encode()).hexdigest()[:8], 16) / 2**32
-    return SPLITS[0] if h < fractions[0] else SPLITS[1] if h < fractions[0] + fractions[1] \
-        else SPLITS[2]
-
-
-def load_texts(path: Path, split: str, cache_dir: str, seed: int = 0) -> datasets.Dataset:
-    """Rows of one split of a local corpus file, as a `datasets.Dataset` with a `text` column."""
-    builder = "json" if path.suffix == ".jsonl" else "text"
-    ds = datasets.load_dataset(builder, data_files=str(path), split="train",
-                               cache_dir=str(Path(cache_dir) / "datasets"))
-    if "split" in ds.column_names:
-        return ds.filter(lambda r: r["split"] == split)
-    return ds.filter(lambda r, i: split_of_index(i, seed) == split, with_indices=True)
-
-
-def pack(ds: datasets.Dataset, tokenizer, block_size: int, max_tokens: int | None = None,
-         num_proc: int | None = None) -> datasets.Dataset:
-    """Tokenize, join documents with EOS and cut into blocks; the last block is padded.
-
-    Pads carry attention_mask 0 and label -100, so they count in neither loss nor statistics.
-    """
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    pad = eos if pad is None else pad
-
-    def tok(batch):
-        ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
-        return {"ids": [x + [eos] for x in ids]}
-
-    def group(batch):
-        flat = [t for x in batch["ids"] for t in x]
-        blocks = [flat[i: i + block_size] for i in range(0, len(flat), block_size)]
-        mask = [[1] * len(b) + [0] * (block_size - len(b)) for b in blocks]
-        inp = [b + [pad] * (block_size - len(b)) for b in blocks]
-        labels = [b + [-100] * (block_size - len(b)) for b in blocks]
-        return {"input_ids": inp, "attention_mask": mask, "labels": labels}
-
-    ds = ds.map(tok, batched=True, remove_columns=ds.column_names, num_proc=num_proc,
-                desc="tokenize")
-    # one group over the whole split: a single trailing partial block per language
-    ds = ds.map(group, batched=True, batch_size=None, remove_columns=["ids"], desc="pack")
-    if max_tokens is not None:
-        ds = ds.select(range(min(len(ds), -(-int(max_tokens) // block_size))))
-    return ds.with_format("torch")
 
 
 class EpochRandomSampler(RandomSampler):
@@ -134,7 +71,7 @@ class LangDataModule(L.LightningDataModule):
         self.cache_dir, self.num_workers, self.seed = cache_dir, num_workers, seed
         self.hub = None
         if source is not None:
-            from langsub.hub import HubCorpus
+            from langsub.data.hub import HubCorpus
 
             self.hub = HubCorpus(source, eval_source, lang_dir, cache_dir, seed)
         self._cache: dict[tuple, datasets.Dataset] = {}
@@ -142,7 +79,7 @@ class LangDataModule(L.LightningDataModule):
     def stream_budgets(self, lang: str) -> dict[str, int]:
         """Tokens to stream per split, whole blocks: identification (every language of
         `langs`), fine-tuning (the target), held-out valid/test (without an eval source)."""
-        from langsub.hub import round_up
+        from langsub.data.hub import round_up
 
         train = max((self.ident_max_tokens or 0) if lang in self.langs else 0,
                     (self.train_budget_tokens or 0) if lang == self.target else 0)
@@ -158,10 +95,10 @@ class LangDataModule(L.LightningDataModule):
     def corpus_identity(self, lang: str):
         """What the identification data of `lang` depends on (keys the statistics cache)."""
         if self.hub is None:
-            from langsub.stats import file_digest
+            from langsub.io import file_digest
 
             return file_digest(corpus_file(self.corpus_dir, lang))
-        from langsub.hub import round_up
+        from langsub.data.hub import round_up
 
         return self.hub.identity(lang, round_up(self.ident_max_tokens, self.block_size))
 
@@ -213,6 +150,3 @@ class LangDataModule(L.LightningDataModule):
     def test_dataloader(self) -> list[DataLoader]:
         return [self._loader(self.blocks(l, "test", self.eval_max_tokens))
                 for l in self.eval_langs]
-
-    def n_tokens(self, lang: str, split: str = "train") -> int:
-        return int(self.blocks(lang, split)[:]["attention_mask"].sum())

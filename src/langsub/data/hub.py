@@ -15,8 +15,9 @@ from typing import Callable, Iterable, Iterator
 
 from omegaconf import OmegaConf
 
-from langsub.data import SPLITS, CorpusError, split_of_index
-from langsub.stats import atomic_write_text, fingerprint
+from langsub.data.corpus import SPLITS, split_of_index
+from langsub.errors import CorpusError
+from langsub.io import atomic_write_text, fingerprint
 
 KNOWN_HUB_IDS = ("cis-lmu/GlotCC-V1", "uonlp/CulturaX", "wikimedia/wikipedia",
                  "openlanguagedata/flores_plus")

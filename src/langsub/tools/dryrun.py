@@ -10,30 +10,12 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from langsub.ffn import find_ffns
-from langsub.identify import neuron_source
-from langsub.lape import load_neurons, select_random_global
+from langsub.io import atomic_write_text
 from langsub.methods import build_method, count_params
-from langsub.stats import atomic_write_text
-
-
-def model_config(cfg_model: DictConfig):
-    """The transformers config: local path, else the offline `arch` values, else the hub."""
-    from transformers import AutoConfig
-
-    if cfg_model.get("path"):
-        return AutoConfig.from_pretrained(cfg_model.path)
-    if cfg_model.get("arch"):
-        arch = OmegaConf.to_container(cfg_model.arch, resolve=True)
-        return AutoConfig.for_model(arch.pop("model_type"), **arch)
-    return AutoConfig.from_pretrained(cfg_model.hub_id)
-
-
-def meta_model(cfg_model: DictConfig):
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(model_config(cfg_model))
+from langsub.model.ffn import find_ffns
+from langsub.model.load import meta_model, model_config
+from langsub.neurons.lape import select_random_global
+from langsub.neurons.masks import load_neurons
 
 
 def activation_bytes(config, tokens: int, act_bytes: int, checkpointing: bool) -> dict:
@@ -83,14 +65,15 @@ def dry_run(cfg: DictConfig, out_dir: Path | None = None) -> dict:
     """Trainable/total parameters and memory of the run, beside LoRA and full fine-tuning of
     the same model, from the config alone (meta device, no weights); `<out_dir>/plan.json`."""
     config = model_config(cfg.model)
-    ffns = find_ffns(meta_model(cfg.model))
+    meta = meta_model(cfg.model)
+    ffns = find_ffns(meta)
     L, N = len(ffns), ffns[0].n_neurons
     method_cfg = OmegaConf.to_container(cfg.method, resolve=True)
-    mask, source = None, None
-    if build_method(method_cfg).needs_neurons:
+    method, mask, source = build_method(method_cfg), None, None
+    if method.needs_neurons:
         if cfg.method.get("neurons"):
-            mask = load_neurons(cfg.method.neurons, cfg.method.get("neurons_langs"), L, N)[
-                neuron_source(cfg)]
+            masks = load_neurons(cfg.method.neurons, cfg.method.get("neurons_langs"), L, N)
+            mask = method.neurons(masks, cfg.lang.code, meta, cfg.seed)
             source = str(cfg.method.neurons)
         else:  # identification not run: assume ρ·L·N neurons (an upper estimate per language)
             rho = cfg.rho if cfg.rho != "auto" else 0.05

@@ -6,17 +6,10 @@ and are summed over processes at the end. Padding never counts.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import tempfile
-from pathlib import Path
-
 import lightning as L
 import torch
-from safetensors.torch import load_file, save_file
 
-from langsub.ffn import find_ffns
+from langsub.model.ffn import find_ffns
 
 
 def count_sign(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -112,55 +105,3 @@ class ActivationStats(L.Callback):
         # strategy.reduce defaults to mean, which is wrong for counts
         self.over_zero = trainer.strategy.reduce(self.counter.over_zero, reduce_op="sum").cpu()
         self.n_tokens = trainer.strategy.reduce(self.counter.n_tokens, reduce_op="sum").cpu()
-
-
-def fingerprint(*parts) -> str:
-    """A short stable hash of JSON-able parts (model identity, corpus files, languages, budget)."""
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def file_digest(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
-
-def atomic_write(path: str | Path, write) -> None:
-    """Write through `write(tmp_path)` to a temp file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write(path, lambda p: Path(p).write_text(text, encoding="utf-8"))
-
-
-def save_stats(path: Path, over_zero: torch.Tensor, n_tokens: torch.Tensor, meta: dict) -> None:
-    """Statistics as safetensors + a JSON sidecar; both atomic, the JSON written last."""
-    atomic_write(path.with_suffix(".safetensors"), lambda p: save_file(
-        {"over_zero": over_zero.contiguous(), "n_tokens": n_tokens.contiguous()}, p))
-    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
-
-
-def load_stats(path: Path, meta: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Cached statistics if both files exist and the metadata matches exactly, else None."""
-    j, s = path.with_suffix(".json"), path.with_suffix(".safetensors")
-    if not (j.exists() and s.exists()):
-        return None
-    try:
-        if json.loads(j.read_text()) != json.loads(json.dumps(meta)):
-            return None
-        t = load_file(str(s))
-        return t["over_zero"], t["n_tokens"]
-    except Exception:  # unreadable or torn: recompute rather than trust it
-        return None

@@ -1,7 +1,6 @@
 """The LightningModule: a transformers causal LM fine-tuned by one method, with perplexities."""
 from __future__ import annotations
 
-import math
 import time
 
 import lightning as L
@@ -9,13 +8,9 @@ import torch
 from torch import nn
 from torchmetrics.text import Perplexity
 
-
-def check_trainable_keys(have: set[str], want: set[str], where: str) -> None:
-    """A checkpoint's trainable tensors must be exactly the run's: none missing, none extra."""
-    missing, unexpected = want - have, have - want
-    if missing or unexpected:
-        raise ValueError(f"{where} does not match this run's trainable tensors: "
-                         f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}")
+from langsub.errors import CheckpointError, ConfigError, TrainingDiverged
+from langsub.training.checkpoints import check_trainable_keys
+from langsub.training.trainers import is_sharded
 
 
 class CausalLMModule(L.LightningModule):
@@ -26,14 +21,13 @@ class CausalLMModule(L.LightningModule):
     ("before"/"after") names the results. Checkpoints hold only the trainable tensors.
     """
 
-    def __init__(self, model: nn.Module, eval_langs: list[str], lr: float = 1e-4,
-                 weight_decay: float = 0.0, betas=(0.9, 0.999), warmup_steps: int = 0,
-                 max_steps: int = 1, min_lr_ratio: float = 0.1):
+    def __init__(self, model: nn.Module, eval_langs: list[str], optimizer=None, scheduler=None):
         super().__init__()
         self.model = model
         self.eval_langs = list(eval_langs)
-        self.lr, self.weight_decay, self.betas = lr, weight_decay, tuple(betas)
-        self.warmup_steps, self.max_steps, self.min_lr_ratio = warmup_steps, max_steps, min_lr_ratio
+        # from config (`_partial_: true`): optimizer(params), scheduler(optimizer, total_steps)
+        self.optimizer_factory = optimizer or torch.optim.AdamW
+        self.scheduler_factory = scheduler
         self.val_ppl = Perplexity(ignore_index=-100)
         self.test_ppl = nn.ModuleList(Perplexity(ignore_index=-100) for _ in self.eval_langs)
         self.phase = "before"
@@ -55,7 +49,7 @@ class CausalLMModule(L.LightningModule):
         out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                          labels=batch["labels"])
         if not torch.isfinite(out.loss):
-            raise FloatingPointError(f"loss is {out.loss.item()} at step {self.global_step}; "
+            raise TrainingDiverged(f"loss is {out.loss.item()} at step {self.global_step}; "
                                      "lower the learning rate (train.lr) or check the data")
         n = int(batch["attention_mask"].sum()) * self.trainer.world_size
         self.tokens_seen += n
@@ -83,7 +77,7 @@ class CausalLMModule(L.LightningModule):
             if metric.update_count:
                 v = float(metric.compute())
                 self.results[f"ppl_{self.phase}/{lang}"] = v
-                self.log(f"test/ppl_{self.phase}/{lang}", v)
+                self.log(f"ppl_{self.phase}/{lang}", v)
             metric.reset()
 
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
@@ -93,8 +87,6 @@ class CausalLMModule(L.LightningModule):
     def on_train_end(self):
         """Under DDP, check (not assume) that every rank ends with the same trainable weights
         (under FSDP each rank holds different shards: nothing to compare)."""
-        from langsub.strategies import is_sharded
-
         if self.trainer.world_size > 1 and not is_sharded(self.trainer):
             digest = torch.stack([t for p in self.model.parameters() if p.requires_grad
                                   for t in (p.detach().double().sum(),
@@ -105,17 +97,10 @@ class CausalLMModule(L.LightningModule):
     # ---------------------------------------------------------------- optimisation
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay,
-                                betas=self.betas)
-        warm, total, floor = max(1, self.warmup_steps), max(1, self.max_steps), self.min_lr_ratio
-
-        def schedule(step):  # linear warmup, then cosine down to floor * lr
-            if step < warm:
-                return (step + 1) / warm
-            t = min(1.0, (step - warm) / max(1, total - warm))
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        opt = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return opt
+        sched = self.scheduler_factory(opt, total_steps=max(1, self.trainer.max_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
@@ -126,7 +111,7 @@ class CausalLMModule(L.LightningModule):
         root = self.trainer.strategy.model
         if gradient_clip_val and isinstance(root, FSDP):
             if gradient_clip_algorithm not in (None, "norm"):
-                raise ValueError(f"trainer.gradient_clip_algorithm={gradient_clip_algorithm!r}: "
+                raise ConfigError(f"trainer.gradient_clip_algorithm={gradient_clip_algorithm!r}: "
                                  "allowed under FSDP is 'norm'")
             root.clip_grad_norm_(gradient_clip_val)
             return
@@ -158,6 +143,6 @@ class CausalLMModule(L.LightningModule):
             else set(checkpoint.get("trainable_keys", ()))
         check_trainable_keys(keys, self.trainable_keys(), "checkpoint")
         if checkpoint.get("neuron_index", {}) != self.neuron_index():
-            raise ValueError("checkpoint was trained on other neurons than this run selects "
+            raise CheckpointError("checkpoint was trained on other neurons than this run selects "
                              "(changed rho, seed, mask or data?): resume with the same settings")
         self.tokens_seen = checkpoint.get("tokens_seen", 0)

@@ -1,4 +1,5 @@
-"""Lightning trainers from `cfg.trainer`, with what sharded training (FSDP) needs on top.
+"""Lightning trainers from `cfg.trainer`, the run's step budget, and what sharded
+training (FSDP) needs on top.
 
 FSDP wraps the LightningModule in place at its first trainer call, and the method is applied
 after the statistics pass and the "before" evaluation; so those two run under
@@ -9,6 +10,7 @@ classes transformers names in `_no_split_modules`).
 from __future__ import annotations
 
 import functools
+import math
 from contextlib import contextmanager
 
 import hydra
@@ -18,7 +20,7 @@ from lightning.pytorch.strategies import FSDPStrategy
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-LANGSUB_KEYS = ("eval_strategy",)  # trainer config keys that are not lightning.Trainer's
+from langsub.errors import ConfigError
 
 
 def decoder_layer_classes(model: nn.Module) -> set[type[nn.Module]]:
@@ -26,7 +28,7 @@ def decoder_layer_classes(model: nn.Module) -> set[type[nn.Module]]:
     names = set(getattr(model, "_no_split_modules", None) or [])
     found = {type(m) for m in model.modules() if type(m).__name__ in names}
     if not found:
-        raise ValueError(f"auto_wrap_policy=decoder_layers: {type(model).__name__} names no "
+        raise ConfigError(f"auto_wrap_policy=decoder_layers: {type(model).__name__} names no "
                          "decoder layer class (_no_split_modules); set the policy explicitly")
     return found
 
@@ -41,7 +43,7 @@ def make_trainer(cfg_trainer: DictConfig, model: nn.Module | None = None, evalua
     strategy = t.get("strategy")
     if isinstance(strategy, dict) and strategy.get("auto_wrap_policy") == "decoder_layers":
         if model is None:
-            raise ValueError("auto_wrap_policy=decoder_layers needs the model")
+            raise ConfigError("auto_wrap_policy=decoder_layers needs the model")
         t["strategy"] = hydra.utils.instantiate(
             strategy, auto_wrap_policy=decoder_layer_classes(model))
     return hydra.utils.instantiate(t, **kwargs)
@@ -50,6 +52,42 @@ def make_trainer(cfg_trainer: DictConfig, model: nn.Module | None = None, evalua
 def is_sharded(trainer: L.Trainer) -> bool:
     """Each process holds only shards of the weights: rebuild before merging or exporting."""
     return isinstance(trainer.strategy, FSDPStrategy)
+
+
+def build_trainers(cfg: DictConfig, model) -> tuple[L.Trainer, L.Trainer]:
+    """(fit trainer, evaluation trainer): the same one unless the strategy shards (FSDP),
+    where the statistics pass and the "before" evaluation run under trainer.eval_strategy.
+
+    Lightning's val_check_interval counts batches, not optimizer steps: scaled by the
+    accumulation so that validation runs every train.val_every_n_steps optimizer steps.
+    """
+    callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    if cfg.train.get("early_stopping_patience"):
+        callbacks.append(L.pytorch.callbacks.EarlyStopping(
+            "val/ppl", patience=cfg.train.early_stopping_patience, mode="min"))
+    loggers = [hydra.utils.instantiate(c) for c in (cfg.get("logger") or {}).values() if c]
+    accumulate = cfg.trainer.get("accumulate_grad_batches") or 1
+    fit = make_trainer(cfg.trainer, model, callbacks=callbacks, logger=loggers or False,
+                       max_steps=1, val_check_interval=cfg.train.val_every_n_steps * accumulate,
+                       check_val_every_n_epoch=None, max_epochs=-1,
+                       default_root_dir=cfg.paths.output_dir)
+    if cfg.trainer.get("eval_strategy") is None:
+        return fit, fit
+    return fit, make_trainer(cfg.trainer, model, evaluation=True, logger=loggers or False,
+                             enable_checkpointing=False, default_root_dir=cfg.paths.output_dir)
+
+
+def tokens_per_step(cfg: DictConfig, world_size: int) -> int:
+    """Tokens one optimizer step sees: batch × block × processes × accumulated batches."""
+    return cfg.data.batch_size * cfg.data.block_size * world_size * \
+        (cfg.trainer.get("accumulate_grad_batches") or 1)
+
+
+def budget_steps(cfg: DictConfig, world_size: int) -> int:
+    """Optimizer steps of the run: train.max_steps, else train.max_tokens / tokens per step."""
+    if cfg.train.get("max_steps"):
+        return int(cfg.train.max_steps)
+    return max(1, math.ceil(cfg.train.max_tokens / tokens_per_step(cfg, world_size)))
 
 
 @contextmanager

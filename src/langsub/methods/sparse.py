@@ -15,9 +15,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.utils._pytree import tree_map
 
-from langsub.ffn import find_ffns
+from langsub.errors import MaskError
+from langsub.model.ffn import COMPONENTS, find_ffns
 
-COMPONENTS = ("gate", "up", "down")
 # The delta products are padded to a multiple of ALIGN[device type] neurons: on CUDA, a GEMM
 # with a dimension that is not a multiple of 8 misses the tensor-core kernels (an H100 ran
 # 717 neurons 4-7x slower than 720). The padding is zeros, sliced off again, so the
@@ -131,21 +131,6 @@ class NeuronDelta(nn.Module):
         return SlicedWeight(weight, self.delta, self.index, self.dim)
 
 
-def _targets(ffn, idx: torch.Tensor, components) -> list[tuple[nn.Linear, torch.Tensor, int]]:
-    """(linear, index, dim) for each chosen component of one layer."""
-    out = []
-    if ffn.fused:
-        rows = [idx + (0 if c == "gate" else ffn.n_neurons) for c in ("gate", "up")
-                if c in components]
-        if rows:
-            out.append((ffn.gate_up, torch.cat(rows).sort().values, 0))
-    else:
-        out += [(getattr(ffn, c), idx, 0) for c in ("gate", "up") if c in components]
-    if "down" in components:
-        out.append((ffn.down, idx, 1))
-    return out
-
-
 def check_components(components) -> list[str]:
     bad = [c for c in components if c not in COMPONENTS]
     if bad or not components:
@@ -160,14 +145,14 @@ def add_neuron_deltas(model: nn.Module, neurons: list[torch.Tensor],
     components = check_components(components)
     ffns = find_ffns(model)
     if len(neurons) != len(ffns):
-        raise ValueError(f"neuron mask has {len(neurons)} layers, the model {len(ffns)}")
+        raise MaskError(f"neuron mask has {len(neurons)} layers, the model {len(ffns)}")
     for p in model.parameters():
         p.requires_grad_(False)
     deltas = []
     for ffn, idx in zip(ffns, neurons):
         if len(idx) == 0:
             continue
-        for lin, index, dim in _targets(ffn, torch.as_tensor(idx, dtype=torch.long), components):
+        for lin, index, dim in ffn.slices(torch.as_tensor(idx, dtype=torch.long), components):
             parametrize.register_parametrization(lin, "weight", NeuronDelta(lin.weight, index, dim))
             lin.parametrizations.weight.original.requires_grad_(False)
             deltas.append(lin.parametrizations.weight[0].delta)

@@ -1,28 +1,13 @@
-"""Analyses of the paper: deactivation test, cross-lingual alignment, weight-change anatomy."""
+"""The analyses' maths: deactivation test, cross-lingual alignment, weight-change anatomy,
+component reversal. Functions of a model and data; no files, no figures."""
 from __future__ import annotations
 
-import math
 from contextlib import contextmanager
 
 import torch
 
-from langsub.ffn import find_ffns
-
-
-@torch.no_grad()
-def perplexity(model, ds, batch_size: int = 32) -> float:
-    """Token-level perplexity of a packed dataset (pads carry label -100)."""
-    nll, n = 0.0, 0
-    for i in range(0, len(ds), batch_size):
-        b = ds[i: i + batch_size]
-        logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-        labels = b["labels"][:, 1:]
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(),
-                                                 labels.flatten(), ignore_index=-100,
-                                                 reduction="sum")
-        nll += float(loss)
-        n += int((labels != -100).sum())
-    return math.exp(nll / n)
+from langsub.evaluation.perplexity import perplexity
+from langsub.model.ffn import COMPONENTS, find_ffns
 
 
 @contextmanager
@@ -34,11 +19,8 @@ def deactivated(model, mask: list[torch.Tensor]):
             keep = torch.ones(ffn.n_neurons)
             keep[idx] = 0
 
-            def hook(_m, _i, out, keep=keep):
-                n = keep.numel()
-                if out.shape[-1] == n:
-                    return out * keep.to(out)
-                return torch.cat([out[..., :n] * keep.to(out), out[..., n:]], -1)
+            def hook(_m, _i, out, keep=keep, ffn=ffn):
+                return ffn.scale_activation(out, keep)
             handles.append(ffn.act.register_forward_hook(hook))
     try:
         yield
@@ -101,61 +83,40 @@ def alignment(model, tokenizer, sents: dict[str, list[str]], target: str) -> dic
 def weight_change(before: dict[str, torch.Tensor], model) -> dict:
     """Per layer and component: ||W_after − W_before|| / ||W_before|| (Frobenius)."""
     out = {}
-    for ffn_i, ffn in enumerate(find_ffns(model)):
-        for comp in ("gate", "up", "down"):
-            lin = getattr(ffn, comp) if not ffn.fused or comp == "down" else ffn.gate_up
-            key = f"{ffn_i}.{comp}"
-            if key not in before:
-                continue
-            w = lin.weight.detach().float().cpu()
-            if ffn.fused and comp != "down":
-                n = ffn.n_neurons
-                w = w[:n] if comp == "gate" else w[n:]
-            out.setdefault(comp, []).append(float((w - before[key]).norm() / before[key].norm()))
+    for i, ffn in enumerate(find_ffns(model)):
+        for comp, w in ffn.weights().items():
+            key = f"{i}.{comp}"
+            if key in before:
+                w = w.detach().float().cpu()
+                out.setdefault(comp, []).append(float((w - before[key]).norm() / before[key].norm()))
     return out
 
 
 def snapshot_ffn(model) -> dict[str, torch.Tensor]:
     """CPU copies of every FFN matrix, keyed `<layer>.<gate|up|down>` (for weight_change)."""
-    out = {}
-    for i, ffn in enumerate(find_ffns(model)):
-        n = ffn.n_neurons
-        if ffn.fused:
-            w = ffn.gate_up.weight.detach().float().cpu()
-            out[f"{i}.gate"], out[f"{i}.up"] = w[:n].clone(), w[n:].clone()
-        else:
-            out[f"{i}.gate"] = ffn.gate.weight.detach().float().cpu().clone()
-            out[f"{i}.up"] = ffn.up.weight.detach().float().cpu().clone()
-        out[f"{i}.down"] = ffn.down.weight.detach().float().cpu().clone()
-    return out
+    return {f"{i}.{comp}": w.detach().float().cpu().clone()
+            for i, ffn in enumerate(find_ffns(model)) for comp, w in ffn.weights().items()}
 
 
-def _component_of(model) -> dict[str, str]:
-    """Linear name -> "gate" | "up" | "down" | "gate_up" (fused, Phi-3)."""
-    ids = {id(getattr(f, c)): c for f in find_ffns(model)
-           for c in ("gate", "up", "down", "gate_up") if getattr(f, c) is not None}
+def _owners(model) -> dict[str, object]:
+    """Linear name -> the GatedFFN it belongs to."""
+    ids = {id(lin): ffn for ffn in find_ffns(model) for lin in ffn.linears()}
     return {n: ids[id(m)] for n, m in model.named_modules() if id(m) in ids}
 
 
 def _positions(delta: dict, model) -> dict[tuple[str, str], torch.Tensor]:
-    """(linear, component) -> positions in that linear's delta index (gate_up splits in two)."""
-    comps, mods, out = _component_of(model), dict(model.named_modules()), {}
+    """(linear, component) -> positions in that linear's delta index."""
+    owners, mods, out = _owners(model), dict(model.named_modules()), {}
     for name in sorted({k.rsplit(".", 1)[0] for k in delta}):
-        index, c = delta[f"{name}.index"], comps[name]
-        if c == "gate_up":
-            half = mods[name].weight.shape[0] // 2
-            for part, sel in (("gate", index < half), ("up", index >= half)):
-                if sel.any():
-                    out[(name, part)] = sel.nonzero().view(-1)
-        else:
-            out[(name, c)] = torch.arange(len(index))
+        for c, pos in owners[name].parts(mods[name], delta[f"{name}.index"]).items():
+            out[(name, c)] = pos
     return out
 
 
 def trained_components(delta: dict, model) -> list[str]:
     """The components (in gate, up, down order) that the delta changed."""
     have = {c for _, c in _positions(delta, model)}
-    return [c for c in ("gate", "up", "down") if c in have]
+    return [c for c in COMPONENTS if c in have]
 
 
 def current_slices(model, delta: dict) -> dict[str, torch.Tensor]:

@@ -23,10 +23,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.nn.utils import parametrize
 
-from langsub.lape import select_random_global
+from langsub.neurons.lape import select_random_global
 from langsub.methods import build_method, count_params
-from langsub.stats import ActivationCounter, atomic_write_text
-from langsub.validate import ConfigError
+from langsub.io import atomic_write_text
+from langsub.neurons.counting import ActivationCounter
+from langsub.errors import ConfigError
 
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -109,13 +110,12 @@ def _prepare(name: str, model, mask):
             p.requires_grad_(False)
         return model
     if name == "naive":
-        from langsub.sparse import _targets
-        from langsub.ffn import find_ffns
+        from langsub.model.ffn import COMPONENTS, find_ffns
 
         for p in model.parameters():
             p.requires_grad_(False)
         for f, idx in zip(find_ffns(model), mask):
-            for lin, index, dim in _targets(f, idx, ("gate", "up", "down")):
+            for lin, index, dim in f.slices(idx, COMPONENTS):
                 parametrize.register_parametrization(lin, "weight", NaiveDelta(lin.weight, index, dim))
         return model
     return build_method({"name": name}).prepare(model, mask)

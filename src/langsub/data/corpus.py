@@ -1,0 +1,71 @@
+"""Per-language corpus files: find, split, tokenize and pack into blocks (through `datasets`)."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import datasets
+
+from langsub.errors import CorpusError
+
+SPLITS = ("train", "valid", "test")
+
+
+def corpus_file(corpus_dir: str | Path, lang: str) -> Path:
+    """The file of one language (`<lang>.jsonl` or `<lang>.txt`), checked to exist and be non-empty."""
+    d = Path(corpus_dir)
+    for ext in (".jsonl", ".txt"):
+        p = d / f"{lang}{ext}"
+        if p.exists():
+            if p.stat().st_size == 0:
+                raise CorpusError(f"corpus file {p} is empty")
+            return p
+    raise CorpusError(f"corpus file {d / (lang + '.jsonl')} does not exist "
+                      f"(data.corpus_dir={d}, lang={lang})")
+
+
+def split_of_index(i: int, seed: int, fractions=(0.7, 0.15, 0.15)) -> str:
+    """Seeded hash split for files without a `split` column (plain text, hub corpora)."""
+    h = int(hashlib.sha256(f"{seed}:{i}".encode()).hexdigest()[:8], 16) / 2**32
+    return SPLITS[0] if h < fractions[0] else SPLITS[1] if h < fractions[0] + fractions[1] \
+        else SPLITS[2]
+
+
+def load_texts(path: Path, split: str, cache_dir: str, seed: int = 0) -> datasets.Dataset:
+    """Rows of one split of a local corpus file, as a `datasets.Dataset` with a `text` column."""
+    builder = "json" if path.suffix == ".jsonl" else "text"
+    ds = datasets.load_dataset(builder, data_files=str(path), split="train",
+                               cache_dir=str(Path(cache_dir) / "datasets"))
+    if "split" in ds.column_names:
+        return ds.filter(lambda r: r["split"] == split)
+    return ds.filter(lambda r, i: split_of_index(i, seed) == split, with_indices=True)
+
+
+def pack(ds: datasets.Dataset, tokenizer, block_size: int, max_tokens: int | None = None,
+         num_proc: int | None = None) -> datasets.Dataset:
+    """Tokenize, join documents with EOS and cut into blocks; the last block is padded.
+
+    Pads carry attention_mask 0 and label -100, so they count in neither loss nor statistics.
+    """
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    pad = eos if pad is None else pad
+
+    def tok(batch):
+        ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
+        return {"ids": [x + [eos] for x in ids]}
+
+    def group(batch):
+        flat = [t for x in batch["ids"] for t in x]
+        blocks = [flat[i: i + block_size] for i in range(0, len(flat), block_size)]
+        mask = [[1] * len(b) + [0] * (block_size - len(b)) for b in blocks]
+        inp = [b + [pad] * (block_size - len(b)) for b in blocks]
+        labels = [b + [-100] * (block_size - len(b)) for b in blocks]
+        return {"input_ids": inp, "attention_mask": mask, "labels": labels}
+
+    ds = ds.map(tok, batched=True, remove_columns=ds.column_names, num_proc=num_proc,
+                desc="tokenize")
+    # one group over the whole split: a single trailing partial block per language
+    ds = ds.map(group, batched=True, batch_size=None, remove_columns=["ids"], desc="pack")
+    if max_tokens is not None:
+        ds = ds.select(range(min(len(ds), -(-int(max_tokens) // block_size))))
+    return ds.with_format("torch")

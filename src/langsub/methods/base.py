@@ -1,0 +1,110 @@
+"""What a fine-tuning method is, and the one table of methods.
+
+A method is a `Method` subclass with a `Config` dataclass (its YAML's keys, checked in
+`__post_init__`: an unknown key or a bad value is refused before any model loads) and one
+registration. It decides which neurons it trains (`neurons`), which parameters train
+(`prepare`), and how the result becomes a plain transformers model again (`merge`).
+Nothing outside `methods/` branches on a method's name.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from torch import nn
+
+from langsub.errors import ConfigError
+
+
+def problem(key: str, value, allowed: str) -> str:
+    return f"method.{key}={value!r}: allowed is {allowed}"
+
+
+def is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def is_str_list(v) -> bool:
+    return isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v)
+
+
+@dataclass
+class MethodConfig:
+    """Keys every method has: its name and its default learning rate (`train.lr`)."""
+
+    name: str
+    lr: float = 1e-4
+
+    def problems(self) -> list[str]:
+        """One line per bad value; subclasses add theirs."""
+        return [] if is_number(self.lr) and self.lr > 0 else [problem("lr", self.lr, "a number > 0")]
+
+    def __post_init__(self):
+        found = self.problems()
+        if found:
+            raise ConfigError("\n".join(found))
+
+
+class Method:
+    """Base class. `needs_neurons`: the method trains a neuron subnetwork (lape, random)."""
+
+    name = "base"
+    needs_neurons = False
+    Config = MethodConfig
+
+    def __init__(self, config: MethodConfig):
+        self.config = config
+
+    def source(self, lang: str) -> str:
+        """The language whose neurons train when `lang` is the target."""
+        return lang
+
+    def neurons(self, masks: dict, lang: str, model: nn.Module, seed: int):
+        """The per-layer neuron indices this method trains, given every language's LAPE mask."""
+        return None
+
+    def prepare(self, model: nn.Module, neurons=None) -> nn.Module:
+        """Freeze/wrap `model` so that exactly this method's parameters train; return it."""
+        raise NotImplementedError
+
+    def merge(self, model: nn.Module) -> nn.Module:
+        """The trained model as a plain transformers model (in place where possible)."""
+        return model
+
+    def delta(self, model: nn.Module) -> dict | None:
+        """The trained tensors alone, for `delta.safetensors`; None if not meaningful."""
+        return None
+
+
+METHODS: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    """Add a method to the table under `cls.name` (a name is registered once)."""
+    if cls.name in METHODS:
+        raise ValueError(f"method {cls.name!r} is registered twice")
+    METHODS[cls.name] = cls
+    return cls
+
+
+def build_method(cfg: dict) -> Method:
+    """The method named by `cfg["name"]`, its config checked (ConfigError: every problem)."""
+    cfg = dict(cfg)
+    name = cfg.get("name")
+    if name not in METHODS:
+        raise ConfigError(f"method={name!r} is unknown; available: {', '.join(sorted(METHODS))}")
+    cls = METHODS[name]
+    known = {f.name for f in dataclasses.fields(cls.Config)}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ConfigError("\n".join(
+            f"method.{k}: not a key of method={name} (its keys: {', '.join(sorted(known))})"
+            for k in unknown))
+    return cls(cls.Config(**cfg))
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) where total counts the base model once (not the deltas/adapters)."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total

@@ -1,0 +1,50 @@
+"""Tokenizer and causal LM from a local directory or the hub; the same model on the meta
+device (no weights) for dry runs and config checks."""
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+
+def load_tokenizer(cfg_model: DictConfig):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(cfg_model.get("tokenizer") or cfg_model.get("path")
+                                        or cfg_model.hub_id)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(cfg_model: DictConfig, tok=None):
+    """Tokenizer and causal LM from a local directory (or the hub when only hub_id is set)."""
+    from transformers import AutoModelForCausalLM
+
+    src = cfg_model.get("path") or cfg_model.hub_id
+    tok = tok or load_tokenizer(cfg_model)
+    model = AutoModelForCausalLM.from_pretrained(
+        src, dtype=getattr(torch, cfg_model.get("dtype", "float32")),
+        attn_implementation=cfg_model.get("attn_implementation"))
+    if cfg_model.get("gradient_checkpointing"):
+        model.gradient_checkpointing_enable()
+    return model, tok
+
+
+def model_config(cfg_model: DictConfig):
+    """The transformers config: local path, else the offline `arch` values, else the hub."""
+    from transformers import AutoConfig
+
+    if cfg_model.get("path"):
+        return AutoConfig.from_pretrained(cfg_model.path)
+    if cfg_model.get("arch"):
+        arch = OmegaConf.to_container(cfg_model.arch, resolve=True)
+        return AutoConfig.for_model(arch.pop("model_type"), **arch)
+    return AutoConfig.from_pretrained(cfg_model.hub_id)
+
+
+def meta_model(cfg_model: DictConfig):
+    """The model with its real shapes and no storage (torch's meta device)."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(model_config(cfg_model))

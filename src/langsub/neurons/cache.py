@@ -1,0 +1,52 @@
+"""The statistics cache: over_zero and n_tokens on disk, keyed by everything they depend on."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from omegaconf import DictConfig
+from safetensors.torch import load_file, save_file
+
+from langsub.io import atomic_write, atomic_write_text, file_digest
+
+
+def model_identity(model, tokenizer, cfg_model: DictConfig) -> dict:
+    """What makes statistics reusable: weights, tokenizer (hashes of small files, else sizes)."""
+    ident = {"name_or_path": str(model.config._name_or_path), "files": {}}
+    root = Path(cfg_model.path) if cfg_model.get("path") else None
+    if root is not None:
+        for p in sorted(root.iterdir()):
+            if p.suffix in (".json", ".safetensors", ".bin", ".model"):
+                ident["files"][p.name] = file_digest(p) if p.stat().st_size < 64 << 20 \
+                    else p.stat().st_size
+    ident["vocab"] = len(tokenizer)
+    return ident
+
+
+def stats_meta(cfg: DictConfig, model, tokenizer, dm) -> dict:
+    corpus = {lang: dm.corpus_identity(lang) for lang in dm.langs}
+    return {"model": model_identity(model, tokenizer, cfg.model), "corpus": corpus,
+            "langs": list(dm.langs), "ident_max_tokens": dm.ident_max_tokens,
+            "block_size": dm.block_size, "version": 1}
+
+
+
+def save_stats(path: Path, over_zero: torch.Tensor, n_tokens: torch.Tensor, meta: dict) -> None:
+    """Statistics as safetensors + a JSON sidecar; both atomic, the JSON written last."""
+    atomic_write(path.with_suffix(".safetensors"), lambda p: save_file(
+        {"over_zero": over_zero.contiguous(), "n_tokens": n_tokens.contiguous()}, p))
+    atomic_write_text(path.with_suffix(".json"), json.dumps(meta, indent=1))
+
+
+def load_stats(path: Path, meta: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Cached statistics if both files exist and the metadata matches exactly, else None."""
+    j, s = path.with_suffix(".json"), path.with_suffix(".safetensors")
+    if not (j.exists() and s.exists()):
+        return None
+    try:
+        if json.loads(j.read_text()) != json.loads(json.dumps(meta)):
+            return None
+        t = load_file(str(s))
+        return t["over_zero"], t["n_tokens"]
+    except Exception:  # unreadable or torn: recompute rather than trust it
+        return None

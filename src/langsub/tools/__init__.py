@@ -1,0 +1,1 @@
+"""Tools beside the main job: the dry run (memory plan, no weights) and the profiler."""
