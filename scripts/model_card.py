@@ -21,12 +21,12 @@ import lightning as L  # noqa: E402
 import torch  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from langsub import lape  # noqa: E402
-from langsub.analysis import deactivation_matrix, diagonal_contrast  # noqa: E402
-from langsub.data import LangDataModule  # noqa: E402
-from langsub.module import CausalLMModule  # noqa: E402
-from langsub.run import load_model  # noqa: E402
-from langsub.stats import ActivationStats  # noqa: E402
+from langsub.neurons import lape  # noqa: E402
+from langsub.analysis.maths import deactivation_matrix, diagonal_contrast  # noqa: E402
+from langsub.data.datamodule import LangDataModule  # noqa: E402
+from langsub.training.module import CausalLMModule  # noqa: E402
+from langsub.model.load import load_model  # noqa: E402
+from langsub.neurons.counting import ActivationStats  # noqa: E402
 
 TARGETS = ["mt", "af", "is", "cy", "mk", "lv", "lt", "sl", "sk", "et", "ka", "ne"]
 

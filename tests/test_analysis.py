@@ -7,9 +7,10 @@ import torch
 from torch.nn.utils import parametrize
 
 from conftest import tiny_llama, tiny_phi3
-from langsub.analysis import component_reversal, perplexity
-from langsub.ffn import find_ffns
-from langsub.sparse import add_neuron_deltas, delta_state, merge_neuron_deltas, original_slices
+from langsub.analysis.maths import component_reversal
+from langsub.evaluation.perplexity import perplexity
+from langsub.model.ffn import find_ffns
+from langsub.methods.sparse import add_neuron_deltas, delta_state, merge_neuron_deltas, original_slices
 
 MASK = [torch.tensor([1, 5, 7]), torch.tensor([0, 63])]
 

@@ -18,7 +18,7 @@ def _ecfg(**kw):
 
 
 def test_flatten_names_and_drops_non_numbers():
-    from langsub.benchmarks import flatten
+    from langsub.evaluation.benchmarks import flatten
 
     res = {"t": {"alias": "t", "sample_len": 10, "acc,none": 0.5, "acc_stderr,none": "N/A",
                  "exact_match,strict-match": 0.25, "f1,none": float("nan")}}
@@ -43,7 +43,7 @@ def _own_accuracy(model, tok, items) -> float:
 
 def test_local_task_on_embedded_model(embedded):
     """The shipped task runs offline through lm-eval's HF wrapper; acc equals a direct count."""
-    from langsub.benchmarks import evaluate
+    from langsub.evaluation.benchmarks import evaluate
 
     model, tok = embedded
     r = evaluate(model, tok, _ecfg())

@@ -161,6 +161,71 @@ def test_unsupported_model_before_loading(tmp_path):
         check_config(_compose([f"model.path={tmp_path}"]))
 
 
+# The class "a config value of the wrong type or out of range": every key is checked before
+# any model loads, one line naming the key, the value and what is allowed.
+@pytest.mark.parametrize("override,line", [
+    ("data.block_size=0", "data.block_size=0: allowed is an integer >= 2"),
+    ("data.batch_size=-1", "data.batch_size=-1: allowed is an integer >= 1"),
+    ("data.eval_batch_size=many", "data.eval_batch_size='many': allowed is an integer >= 1"),
+    ("data.num_workers=-2", "data.num_workers=-2: allowed is an integer >= 0"),
+    ("model.dtype=float8", "model.dtype='float8': allowed is one of 'float32', 'bfloat16'"),
+    ("model.attn_implementation=fast", "model.attn_implementation='fast': allowed is one of"),
+    ("data.langs=[af]", "data.langs=['af']: allowed is a list of at least 2 distinct"),
+    ("data.langs=[]", "data.langs=[]: allowed is a list of at least 2 distinct"),
+    ("data.langs=[af,af,en]", "data.langs=['af', 'af', 'en']: allowed is a list of at least 2 "
+     "distinct"),
+    ("data.eval_langs=[]", "data.eval_langs=[]: allowed is a list of at least 1"),
+    ("general=[]", "general=[]: allowed is a list of at least 1"),
+    ("general=[en,xx]", "general=['en', 'xx']: ['xx'] not among data.eval_langs"),
+    ("seed=-1", "seed=-1: allowed is an integer >= 0"),
+    ("seed=1.5", "seed=1.5: allowed is an integer >= 0"),
+    ("train.lr=0", "train.lr=0: allowed is a number in (0, inf]"),
+    ("train.weight_decay=-0.1", "train.weight_decay=-0.1: allowed is a number in [0, inf]"),
+    ("train.warmup_ratio=1.5", "train.warmup_ratio=1.5: allowed is a number in [0, 1)"),
+    ("train.val_every_n_steps=0", "train.val_every_n_steps=0: allowed is an integer >= 1"),
+    ("train.early_stopping_patience=0", "train.early_stopping_patience=0: allowed is an integer"),
+    ("trainer.precision=8", "trainer.precision=8: allowed is one of '32-true'"),
+    ("trainer.gradient_clip_val=-1", "trainer.gradient_clip_val=-1: allowed is a number in (0"),
+    ("+trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches=0: allowed is an "
+     "integer >= 1"),
+    ("resume=maybe", "resume='maybe': allowed is true or false"),
+    ("analysis_eval_tokens=0", "analysis_eval_tokens=0: allowed is an integer >= 1"),
+    ("analysis=[deactivation,heatmap]", "'heatmap' is unknown; allowed is a list of "
+     "deactivation, alignment, weights, reversal, or 'all'"),
+    ("objective=loss", "objective='loss': allowed is one of 'target', 'target_and_general'"),
+    ("auto_budget.min_neurons=0", "auto_budget.min_neurons=0: allowed is an integer >= 1"),
+    ("~optimizer", "optimizer=None: allowed is a config with a _target_"),
+    ("+method.use_dora=true", "method.use_dora: not a key of method=lape (its keys:"),
+    ("method.lr=-1", "method.lr=-1: allowed is a number > 0"),
+    ("method.neurons_langs=[mt,mt]", "method.neurons_langs=['mt', 'mt']: allowed is a non-empty "
+     "list of distinct"),
+    ("method.activation_files=[]", "method.activation_files=[]: allowed is a non-empty list"),
+])
+def test_every_value_is_checked(override, line):
+    with pytest.raises(ConfigError) as e:
+        check_config(_compose([override]))
+    assert line in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("method,override,line", [
+    ("lora", "method.r=0", "method.r=0: allowed is an integer >= 1"),
+    ("lora", "method.dropout=1.5", "method.dropout=1.5: allowed is a number in [0, 1)"),
+    ("lora", "method.alpha=-2", "method.alpha=-2: allowed is a number > 0"),
+    ("lora", "method.targets=[]", "method.targets=[]: allowed is a non-empty list"),
+    ("lora", "method.use_dora=maybe", "method.use_dora='maybe': allowed is true or false"),
+    ("ia3", "method.feedforward=[o_proj]", "method.feedforward=['o_proj']: allowed is a subset"),
+    ("random", "method.match=both", "method.match='both': allowed is 'layer' or 'global'"),
+    ("full", "+method.components=[down]", "method.components: not a key of method=full"),
+])
+def test_method_configs_refuse_bad_values(method, override, line):
+    overrides = [f"method={method}", override]
+    if method == "ia3":
+        overrides.append("method.targets=[k_proj,v_proj,down_proj]")
+    with pytest.raises(ConfigError) as e:
+        check_config(_compose(overrides))
+    assert line in str(e.value), str(e.value)
+
+
 @pytest.mark.parametrize("args,needle", [
     (["method=nope"], "method=nope is unknown"), (["lang=xx"], "lang=xx is unknown"),
     (["model=nope"], "model=nope is unknown"), (["trainer=tpu"], "trainer=tpu is unknown"),
@@ -175,8 +240,12 @@ def test_unsupported_model_before_loading(tmp_path):
     (["method.neurons=TWOLANG", "method.neurons_langs=[is,mt]"], "has no mask"),
     (["data.corpus_dir=EMPTY"], "is empty"),
     (["data.corpus_dir=MISSING"], "does not exist"),
-    (["data.corpus_dir=SHORT", "data.langs=[af]", "data.eval_langs=[af]"],
+    (["data.corpus_dir=SHORT", "data.langs=[af,mt]", "data.eval_langs=[af]", "general=[af]"],
      "fewer tokens than one block"),
+    (["data.block_size=0"], "data.block_size=0: allowed is an integer >= 2"),
+    (["data.batch_size=-1"], "data.batch_size=-1: allowed is an integer >= 1"),
+    (["model.dtype=float8"], "model.dtype='float8': allowed is one of 'float32'"),
+    (["+method.use_dora=true"], "method.use_dora: not a key of method=lape"),
     (["data=glotcc", "data.source.path=/nonexistent"], "data.source.path=/nonexistent: neither"),
     (["data=glotcc", "data.langs=[af,qq]"], "language qq (data.langs"),
 ])

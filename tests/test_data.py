@@ -7,7 +7,9 @@ import pytest
 import torch
 
 from conftest import ROOT
-from langsub.data import CorpusError, LangDataModule, corpus_file, pack
+from langsub.data.corpus import corpus_file, pack
+from langsub.data.datamodule import LangDataModule
+from langsub.errors import CorpusError
 
 CORPUS = ROOT / "data" / "corpus"
 LANGS = ["mt", "af", "is", "cy", "mk", "lv", "lt", "sl", "sk", "et", "ka", "ne",

@@ -47,12 +47,12 @@ def test_sweep_computes_statistics_once(sweep):
 def test_metrics_json_keys(sweep):
     run, m = sweep[0]
     for k in ("method", "lang", "rho", "threshold", "seed", "base_model", "neurons",
-              "trainable_params", "total_params", "trainable_fraction", "target_ppl_before",
-              "target_ppl_after", "general_ppl_before", "general_ppl_after", "stats_cache_hit",
+              "trainable_params", "total_params", "trainable_fraction", "ppl_before/target",
+              "ppl_after/target", "ppl_before/general", "ppl_after/general", "stats_cache_hit",
               "train_seconds", "tokens_seen", "ppl_before/af", "ppl_after/en"):
         assert k in m, k
     assert m["trainable_params"] == m["neurons"] * 3 * 256
-    assert m["tokens_seen"] > 0 and m["target_ppl_after"] < m["target_ppl_before"]
+    assert m["tokens_seen"] > 0 and m["ppl_after/target"] < m["ppl_before/target"]
     assert (run / "tensorboard").is_dir() and list((run / "figures").glob("*.png"))
 
 
@@ -112,8 +112,8 @@ def test_analysis_outputs(tmp_path):
         assert (run / "analysis" / f).exists(), f
     d = json.loads((run / "analysis/deactivation.json").read_text())
     assert len(d["matrix"]) == len(d["langs"]) == 4
-    assert m["deactivation_diag"] > 2 * m["deactivation_offdiag"]
-    assert -1 <= m["alignment_before"] <= 1 and -1 <= m["alignment_after"] <= 1
+    assert m["deactivation/diag"] > 2 * m["deactivation/offdiag"]
+    assert -1 <= m["alignment_before/en"] <= 1 and -1 <= m["alignment_after/en"] <= 1
     w = json.loads((run / "analysis/weight_change.json").read_text())
     assert set(w) == {"gate", "up", "down"} and all(len(v) == 4 for v in w.values())
 
@@ -268,15 +268,15 @@ def test_transfer_trains_the_other_language_s_neurons(transfer):
     for layer, idx in enumerate(neurons["langs"]["de"]):
         key = f"model.layers.{layer}.mlp.down_proj.index"
         assert d[key].tolist() == idx if idx else key not in d
-    assert m["target_ppl_after"] != m["target_ppl_before"]
+    assert m["ppl_after/target"] != m["ppl_before/target"]
 
 
 def test_reversal_in_the_main_job(transfer):
     run, m = transfer
     r = json.loads((run / "analysis/reversal.json").read_text())
     assert list(r) == ["full", "revert_gate", "revert_up", "revert_down", "before"]
-    assert r["full"] == pytest.approx(m["target_ppl_after"], rel=1e-5)  # same test blocks
-    assert r["before"] == pytest.approx(m["target_ppl_before"], rel=1e-5)
+    assert r["full"] == pytest.approx(m["ppl_after/target"], rel=1e-5)  # same test blocks
+    assert r["before"] == pytest.approx(m["ppl_before/target"], rel=1e-5)
     for c in ("gate", "up", "down"):
         assert m[f"reversal/{c}"] == r[f"revert_{c}"] != r["full"]
     assert (run / "analysis/reversal.png").exists()

@@ -7,8 +7,10 @@ import pytest
 import torch
 
 import standin
-from langsub.data import CorpusError, LangDataModule, split_of_index
-from langsub.hub import HubCorpus, config_name, take_budget
+from langsub.data.corpus import split_of_index
+from langsub.data.datamodule import LangDataModule
+from langsub.errors import CorpusError
+from langsub.data.hub import HubCorpus, config_name, take_budget
 
 GLOTCC = {"path": None, "name": "{glotcc}", "split": "train", "text_column": "content"}
 FLORES = {"path": None, "name": "{flores}", "valid_split": "dev", "test_split": "devtest",
@@ -143,7 +145,7 @@ def test_main_job_on_a_glotcc_standin(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((run / "metrics.json").read_text())
     assert m["lang"] == "af" and m["neurons"] > 0 and m["stats_cache_hit"] is False
-    for k in ("target_ppl_before", "target_ppl_after", "ppl_before/ka", "ppl_after/en"):
+    for k in ("ppl_before/target", "ppl_after/target", "ppl_before/ka", "ppl_after/en"):
         assert math.isfinite(m[k]) and m[k] > 1, k
     files = sorted((tmp_path / "cache" / "corpora").glob("*/*.jsonl"))
     assert sorted(p.stem for p in files) == sorted(langs)

@@ -9,12 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from langsub.lape import (
+from langsub.neurons.masks import load_activation_stats, load_neurons, neurons_to_json
+from langsub.neurons.lape import (
     auto_rho,
     lape_entropy,
-    load_activation_stats,
-    load_neurons,
-    neurons_to_json,
     select_neurons,
     select_random,
     select_random_global,

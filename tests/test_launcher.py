@@ -40,5 +40,5 @@ def test_sweep_runs_through_submitit(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     m = json.loads((tmp_path / "sweep/0/metrics.json").read_text())
-    assert m["target_ppl_after"] > 0 and m["rho"] == 0.05
+    assert m["ppl_after/target"] > 0 and m["rho"] == 0.05
     assert list((tmp_path / "sweep/.submitit").glob("*/*_result.pkl"))

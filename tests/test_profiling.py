@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from langsub.profiling import flop_model, memory_specs
+from langsub.tools.profiling import flop_model, memory_specs
 
 LLAMA8B = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336,
                num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8)

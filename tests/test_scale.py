@@ -6,8 +6,9 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from conftest import ROOT
-from langsub.dryrun import dry_run, meta_model
-from langsub.ffn import find_ffns
+from langsub.model.load import meta_model
+from langsub.tools.dryrun import dry_run
+from langsub.model.ffn import find_ffns
 
 REAL = ["llama31_8b", "mistral_nemo", "qwen25_7b", "gemma2_9b", "aya_expanse_8b"]
 
@@ -68,7 +69,7 @@ def test_dry_run_estimates_lape_and_lora():
 def test_unsupported_families_refused():
     from transformers import MixtralConfig, MixtralForCausalLM
 
-    from langsub.ffn import UnsupportedModelError
+    from langsub.model.ffn import UnsupportedModelError
 
     with torch.device("meta"):
         moe = MixtralForCausalLM(MixtralConfig(num_hidden_layers=1, hidden_size=32,
@@ -81,7 +82,7 @@ def test_unsupported_families_refused():
 def test_memory_plan_by_hand():
     from types import SimpleNamespace
 
-    from langsub.dryrun import activation_bytes, memory_plan
+    from langsub.tools.dryrun import activation_bytes, memory_plan
 
     c = SimpleNamespace(hidden_size=8, intermediate_size=16, num_hidden_layers=2,
                         num_attention_heads=2, num_key_value_heads=1, vocab_size=10)

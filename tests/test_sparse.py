@@ -7,9 +7,9 @@ from torch.nn.utils import parametrize
 
 from conftest import tiny_llama, tiny_phi3
 from langsub.export import apply_deltas
-from langsub.ffn import UnsupportedModelError, find_ffns
+from langsub.model.ffn import UnsupportedModelError, find_ffns
 from langsub.methods import build_method, count_params
-from langsub.sparse import add_neuron_deltas, delta_state, merge_neuron_deltas
+from langsub.methods.sparse import add_neuron_deltas, delta_state, merge_neuron_deltas
 
 MASK = [torch.tensor([1, 5, 7]), torch.tensor([0, 63])]
 
@@ -82,8 +82,8 @@ def test_sliced_linear_gradients_equal_the_merged_weight(dim, bias, align, monke
     the delta products unpadded (the CPU path) and padded to 8 neurons (the CUDA path)."""
     import torch.nn.functional as F
 
-    from langsub import sparse
-    from langsub.sparse import SlicedWeight
+    from langsub.methods import sparse
+    from langsub.methods.sparse import SlicedWeight
 
     monkeypatch.setitem(sparse.ALIGN, "cpu", align)
 

@@ -7,9 +7,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from conftest import tiny_llama, tiny_phi3
-from langsub.ffn import find_ffns
-from langsub.module import CausalLMModule
-from langsub.stats import ActivationStats, load_stats, save_stats
+from langsub.model.ffn import find_ffns
+from langsub.training.module import CausalLMModule
+from langsub.neurons.cache import load_stats, save_stats
+from langsub.neurons.counting import ActivationStats
 
 
 def _batches(seed, n=3, T=10):
@@ -57,7 +58,7 @@ def _callback_stats(model, langs_batches):
 @pytest.mark.parametrize("count", ["count_sign", "count_compare", "count_fused"])
 def test_counts_equal_direct_computation_llama_and_phi3(count, monkeypatch):
     """Both ways of counting (the CPU's, and CUDA's when compiled or not) are exact."""
-    from langsub import stats
+    from langsub.neurons import counting as stats
 
     monkeypatch.setitem(stats.COUNT, "cpu", getattr(stats, count))
     for model in (tiny_llama(), tiny_phi3()):
@@ -85,7 +86,7 @@ def test_cache_roundtrip_and_mismatch(tmp_path):
 
 def test_counts_exact_under_autocast():
     """bf16 autocast (trainer=gpu's bf16-mixed) must not round the counts."""
-    from langsub.stats import ActivationCounter
+    from langsub.neurons.counting import ActivationCounter
 
     model = tiny_llama()
     ids = torch.randint(0, 101, (8, 64))
@@ -111,7 +112,7 @@ def test_counts_exact_under_autocast():
 
 
 def test_fused_count_falls_back_when_compiling_fails(monkeypatch):
-    from langsub import stats
+    from langsub.neurons import counting as stats
 
     def broken(fn):
         def run(*a):
