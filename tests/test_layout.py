@@ -66,7 +66,7 @@ def test_a_method_is_one_file_and_one_yaml(norms_method, tmp_path):
         cfg = compose("train", overrides=[
             f"hydra.searchpath=[file://{tmp_path / 'conf'}]", "method=norms_only", "debug=fast",
             f"paths.output_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'cache'}",
-            "export=false", "~logger"])
+            "export=false"])
     m = run(cfg)
     layers = 4  # the embedded model: two RMSNorms per layer, the final one left out
     assert m["method"] == "norms_only" and m["neurons"] is None
