@@ -13,6 +13,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from langsub.analysis import AnalysisContext, figures, wanted
@@ -70,7 +71,7 @@ def build_datamodule(cfg: DictConfig, tok) -> LangDataModule:
                           ident_max_tokens=d.ident_max_tokens, eval_max_tokens=d.eval_max_tokens,
                           cache_dir=cfg.paths.cache_dir, num_workers=d.num_workers, seed=cfg.seed,
                           source=container(d.get("source")), eval_source=container(d.get("eval")),
-                          lang_dir=d.get("lang_dir"))
+                          lang_dir=d.get("lang_dir"), val_langs=list(d.get("val_langs") or []))
 
 
 def run(cfg: DictConfig) -> dict:
@@ -104,7 +105,8 @@ def setup(cfg: DictConfig) -> Job:
     module = CausalLMModule(model, dm.eval_langs,
                             optimizer=hydra.utils.instantiate(cfg.optimizer, _convert_="all"),
                             scheduler=hydra.utils.instantiate(cfg.scheduler, _convert_="all")
-                            if cfg.get("scheduler") else None)
+                            if cfg.get("scheduler") else None,
+                            val_langs=dm.val_langs, general=list(cfg.general))
     if dm.hub is not None:  # the stream's budget is known now: check before any real work
         dm.check_blocks()
     return Job(cfg, Path(cfg.paths.output_dir), tok, dm, method, module, trainer, evaluator,
@@ -116,7 +118,7 @@ def measure_before(job: Job) -> None:
     cfg, module = job.cfg, job.module
     # this also starts the distributed processes, so that later decisions (cache hit,
     # resume) can be shared between them
-    job.evaluator.test(module, datamodule=job.dm, verbose=False)
+    evaluate(job, "before")
     if job.method.needs_neurons:
         job.ident = identify(cfg, module, job.dm, job.method.source(cfg.lang.code))
         job.trained_mask = job.method.neurons(job.ident.masks, cfg.lang.code, module.model,
@@ -136,12 +138,11 @@ def train(job: Job) -> None:
     # training starts from the same random state whatever ran before it (a statistics
     # pass or a cache hit, analyses, benchmarks): LoRA's init, dropout
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    module.model = job.method.prepare(module.model, job.trained_mask)
+    module.model = job.method.apply(module.model, job.trained_mask)
     trainable, total = count_params(module.model)[0], job.total_params
     job.metrics.update(trainable_params=trainable, total_params=total)
     print(f"[langsub] method={job.method.name} trainable {trainable:,} / total {total:,} "
           f"({100 * trainable / total:.3f} %), frozen {total - trainable:,}")
-    module.phase = "after"
     module.model.train()  # from_pretrained and trainer.test leave it in eval mode (dropout off)
     ckpt = job.out_dir / "checkpoints" / "last.ckpt"
     resume_from = str(ckpt) if cfg.resume and ckpt.exists() else None
@@ -156,32 +157,47 @@ def train(job: Job) -> None:
                        tokens_per_step=tokens_per_step(cfg, job.trainer.world_size))
 
 
-def test_after(job: Job) -> None:
-    """The "after" perplexities, from the best checkpoint.
+def evaluate(job: Job, phase: str) -> None:
+    """Perplexity of every evaluation language (test split) and of the validation languages
+    (valid split: `valid_ppl_<phase>/<lang>`, the criterion a learning-rate search uses)."""
+    module = job.module
+    module.phase = phase
+    job.evaluator.test(module, datamodule=job.dm, verbose=False)
+    job.evaluator.validate(module, datamodule=job.dm, verbose=False)
+    for lang, v in module.last_val.items():
+        name = "target" if lang == job.cfg.lang.code else lang
+        job.metrics[f"valid_ppl_{phase}/{name}"] = v
+
+
+def restore_best(job: Job) -> None:
+    """The trained model whole, with the best checkpoint's trainable tensors (by val/ppl).
 
     Sharded (FSDP): each process holds shards only, and Lightning cannot re-enter a model
-    FSDP wrapped in place, so the trained model is rebuilt whole and evaluated as "before".
+    FSDP wrapped in place, so the trained model is rebuilt whole from the base weights.
     """
     trainer, module = job.trainer, job.module
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    if not is_sharded(trainer):
-        trainer.test(module, datamodule=job.dm, ckpt_path=best or None, verbose=False)
-        return
-    if not best:
-        best = str(job.out_dir / "checkpoints" / "final.ckpt")
-        trainer.save_checkpoint(best)  # collective: every process takes part
-    model, _ = load_model(job.cfg.model)
-    module.model = load_trainable(job.method.prepare(model, job.trained_mask), best)
-    job.evaluator.test(module, datamodule=job.dm, verbose=False)
-    job.trainer = job.evaluator  # the sharded trainer and its model are dropped
+    if is_sharded(trainer):
+        if not best:
+            best = str(job.out_dir / "checkpoints" / "final.ckpt")
+            trainer.save_checkpoint(best)  # collective: every process takes part
+        model, _ = load_model(job.cfg.model)
+        module.model = job.method.apply(model, job.trained_mask)
+        job.trainer = job.evaluator  # the sharded trainer and its model are dropped
+    if best:
+        load_trainable(module.model, best)
+    job.metrics["best_step"] = trainer.global_step if not best else \
+        torch.load(best, map_location="cpu", weights_only=False)["global_step"]
 
 
 def measure_after(job: Job) -> None:
-    """Perplexities after, then the merged model's benchmarks and analyses."""
-    test_after(job)
+    """The shipped model (best checkpoint, merged in its dtype): perplexities, benchmarks,
+    analyses."""
+    restore_best(job)
     module = job.module
     job.delta = job.method.delta(module.model)
     module.model = job.method.merge(module.model)  # a plain transformers model from here on
+    evaluate(job, "after")
     device = job.evaluator.strategy.root_device
     job.metrics.update(lm_eval_phase(module.model, job.tok, job.cfg, "after", module.logger,
                                      device))

@@ -72,7 +72,8 @@ RULES = {
     "data.ident_max_tokens": _int(1, null=True), "data.eval_max_tokens": _int(1, null=True),
     "train.lr": _num(0, lo_open=True), "train.weight_decay": _num(0),
     "train.warmup_ratio": _num(0, 1, hi_open=True), "train.max_tokens": _int(1, null=True),
-    "train.max_steps": _int(1, null=True), "train.val_every_n_steps": _int(1),
+    "train.max_steps": _int(1, null=True), "train.epochs": _int(1, null=True),
+    "train.val_every_n_steps": _int(1),
     "train.checkpoint_every_n_steps": _int(1),
     "train.early_stopping_patience": _int(1, null=True),
     "trainer.precision": _choice(*PRECISIONS),
@@ -129,6 +130,10 @@ def _data_problems(cfg: DictConfig, method) -> list[str]:
     if target not in eval_langs:
         out.append(f"lang={target}: not among data.eval_langs={eval_langs} "
                    "(its perplexity before and after is the result)")
+    val = list(d.get("val_langs") or [])
+    if any(l not in eval_langs for l in val):
+        out.append(f"data.val_langs={val}: {[l for l in val if l not in eval_langs]} not among "
+                   f"data.eval_langs={eval_langs}")
     missing = [l for l in cfg.get("general") or [] if l not in eval_langs]
     if missing:
         out.append(f"general={list(cfg.general)}: {missing} not among data.eval_langs="
@@ -252,6 +257,16 @@ def _shape_problems(cfg: DictConfig) -> list[str]:
     return []
 
 
+def _recipe_langs_problems(cfg: DictConfig) -> list[str]:
+    """A recipe (experiment=paper) identifies over a fixed language set: all must be there."""
+    want = list(OmegaConf.select(cfg, "recipe.ident_langs", default=None) or [])
+    missing = [l for l in want if l not in list(cfg.data.get("langs") or [])]
+    if missing:
+        return [f"data.langs={list(cfg.data.langs)}: the recipe identifies over {want}; "
+                f"missing {missing}"]
+    return []
+
+
 def _budget_problems(cfg: DictConfig) -> list[str]:
     t = cfg.train
     if t.get("max_tokens") is None and t.get("max_steps") is None:
@@ -285,7 +300,7 @@ def check_config(cfg: DictConfig) -> None:
         problems.append(str(e))
     method_problems, method = _method_problems(cfg)
     problems += method_problems + _data_problems(cfg, method) + _budget_problems(cfg)
-    problems += _trainer_problems(cfg) + _recipe_problems(cfg)
+    problems += _trainer_problems(cfg) + _recipe_problems(cfg) + _recipe_langs_problems(cfg)
     problems += config_problems((cfg.get("eval") or {}).get("lm_eval") or {})
     problems += _model_problems(cfg)
     if not problems:  # only when the cheap checks pass: this one reads the model config

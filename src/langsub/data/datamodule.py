@@ -60,10 +60,13 @@ class LangDataModule(L.LightningDataModule):
                  train_max_tokens: int | None = None, eval_max_tokens: int | None = None,
                  cache_dir: str = ".cache", num_workers: int = 0, seed: int = 0,
                  source: dict | None = None, eval_source: dict | None = None,
-                 lang_dir: str | None = None, train_budget_tokens: int | None = None):
+                 lang_dir: str | None = None, train_budget_tokens: int | None = None,
+                 val_langs: list[str] | None = None):
         super().__init__()
         self.corpus_dir, self.langs, self.target = corpus_dir, list(langs), target
         self.eval_langs = list(eval_langs or langs)
+        # validation: the target first (the best checkpoint's criterion), then val_langs
+        self.val_langs = list(dict.fromkeys([target, *(val_langs or [])]))
         self.tokenizer, self.block_size = tokenizer, block_size
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.ident_max_tokens, self.train_max_tokens = ident_max_tokens, train_max_tokens
@@ -110,7 +113,8 @@ class LangDataModule(L.LightningDataModule):
             for lang in self.langs:
                 self.blocks(lang, "train", self.ident_max_tokens)
             self.blocks(self.target, "train", self.train_max_tokens)
-            self.blocks(self.target, "valid", self.eval_max_tokens)
+            for lang in self.val_langs:
+                self.blocks(lang, "valid", self.eval_max_tokens)
             for lang in self.eval_langs:
                 self.blocks(lang, "test", self.eval_max_tokens)
         finally:
@@ -144,8 +148,9 @@ class LangDataModule(L.LightningDataModule):
                                   num_workers=self.num_workers,  # workers' seeds: not global RNG
                                   generator=torch.Generator().manual_seed(self.seed))
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.blocks(self.target, "valid", self.eval_max_tokens))
+    def val_dataloader(self) -> list[DataLoader]:
+        return [self._loader(self.blocks(l, "valid", self.eval_max_tokens))
+                for l in self.val_langs]
 
     def test_dataloader(self) -> list[DataLoader]:
         return [self._loader(self.blocks(l, "test", self.eval_max_tokens))

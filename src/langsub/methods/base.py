@@ -63,6 +63,10 @@ class Method:
         """The per-layer neuron indices this method trains, given every language's LAPE mask."""
         return None
 
+    def apply(self, model: nn.Module, neurons=None) -> nn.Module:
+        """The one place that decides what trains: `prepare`, then the precision rules."""
+        return self.prepare(model, neurons)
+
     def prepare(self, model: nn.Module, neurons=None) -> nn.Module:
         """Freeze/wrap `model` so that exactly this method's parameters train; return it."""
         raise NotImplementedError

@@ -1,6 +1,7 @@
 """The LightningModule: a transformers causal LM fine-tuned by one method, with perplexities."""
 from __future__ import annotations
 
+import math
 import time
 
 import lightning as L
@@ -18,17 +19,24 @@ class CausalLMModule(L.LightningModule):
 
     `predict_step` runs the decoder only (the statistics pass needs FFN activations, not
     logits). `test_step` feeds one Perplexity metric per evaluation language; the phase
-    ("before"/"after") names the results. Checkpoints hold only the trainable tensors.
+    ("before"/"after") names the results. Validation measures `val_langs` (the target first:
+    `val/ppl`, what the best checkpoint is chosen by; then `val/ppl/<lang>` for each and
+    `val/ppl/general`, the geometric mean over `general`). Checkpoints hold only the
+    trainable tensors.
     """
 
-    def __init__(self, model: nn.Module, eval_langs: list[str], optimizer=None, scheduler=None):
+    def __init__(self, model: nn.Module, eval_langs: list[str], optimizer=None, scheduler=None,
+                 val_langs: list[str] | None = None, general: list[str] | None = None):
         super().__init__()
         self.model = model
         self.eval_langs = list(eval_langs)
+        self.val_langs = list(val_langs or eval_langs[:1])
+        self.general = [l for l in general or [] if l in self.val_langs]
+        self.last_val: dict[str, float] = {}
         # from config (`_partial_: true`): optimizer(params), scheduler(optimizer, total_steps)
         self.optimizer_factory = optimizer or torch.optim.AdamW
         self.scheduler_factory = scheduler
-        self.val_ppl = Perplexity(ignore_index=-100)
+        self.val_ppl = nn.ModuleList(Perplexity(ignore_index=-100) for _ in self.val_langs)
         self.test_ppl = nn.ModuleList(Perplexity(ignore_index=-100) for _ in self.eval_langs)
         self.phase = "before"
         self.results: dict[str, float] = {}
@@ -62,12 +70,22 @@ class CausalLMModule(L.LightningModule):
             self.log("train/tokens_per_s", self.tokens_seen / elapsed, prog_bar=True)
         return out.loss
 
-    def validation_step(self, batch, batch_idx):
-        self.val_ppl.update(*self._logits_targets(batch))
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        self.val_ppl[dataloader_idx].update(*self._logits_targets(batch))
 
     def on_validation_epoch_end(self):
-        self.log("val/ppl", self.val_ppl.compute(), prog_bar=True, sync_dist=False)
-        self.val_ppl.reset()
+        vals = {l: float(m.compute()) for l, m in zip(self.val_langs, self.val_ppl)
+                if m.update_count}
+        for m in self.val_ppl:
+            m.reset()
+        if self.general and all(l in vals for l in self.general):
+            vals["general"] = math.exp(sum(math.log(vals[l]) for l in self.general)
+                                       / len(self.general))
+        self.last_val = vals
+        self.log("val/ppl", vals[self.val_langs[0]], prog_bar=True, sync_dist=False)
+        for lang, v in vals.items():
+            if len(vals) > 1:
+                self.log(f"val/ppl/{lang}", v, sync_dist=False)
 
     def test_step(self, batch, batch_idx, dataloader_idx=0):
         self.test_ppl[dataloader_idx].update(*self._logits_targets(batch))

@@ -61,7 +61,10 @@ def build_trainers(cfg: DictConfig, model) -> tuple[L.Trainer, L.Trainer]:
     Lightning's val_check_interval counts batches, not optimizer steps: scaled by the
     accumulation so that validation runs every train.val_every_n_steps optimizer steps.
     """
+    from langsub.training.callbacks import ValidateAtEnd
+
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    callbacks.append(ValidateAtEnd())
     if cfg.train.get("early_stopping_patience"):
         callbacks.append(L.pytorch.callbacks.EarlyStopping(
             "val/ppl", patience=cfg.train.early_stopping_patience, mode="min"))
@@ -69,7 +72,8 @@ def build_trainers(cfg: DictConfig, model) -> tuple[L.Trainer, L.Trainer]:
     accumulate = cfg.trainer.get("accumulate_grad_batches") or 1
     fit = make_trainer(cfg.trainer, model, callbacks=callbacks, logger=loggers or False,
                        max_steps=1, val_check_interval=cfg.train.val_every_n_steps * accumulate,
-                       check_val_every_n_epoch=None, max_epochs=-1,
+                       check_val_every_n_epoch=None,
+                       max_epochs=cfg.train.get("epochs") or -1,
                        default_root_dir=cfg.paths.output_dir)
     if cfg.trainer.get("eval_strategy") is None:
         return fit, fit
