@@ -209,7 +209,7 @@ def collect_metrics(job: Job) -> dict:
     cfg, r, target, ident = job.cfg, job.module.results, job.cfg.lang.code, job.ident
     general = [l for l in cfg.general if f"ppl_before/{l}" in r]
     trained = job.trained_mask
-    m = {"method": job.method.name, "lang": target, "rho": cfg.rho,
+    m = {"method": job.method.name, "lang": target, "lr": cfg.train.lr, "rho": cfg.rho,
          "rho_used": ident.rho_used if ident else None, "threshold": cfg.threshold,
          "seed": cfg.seed, "base_model": cfg.model.get("path") or cfg.model.hub_id,
          "neurons": int(sum(len(t) for t in trained)) if trained is not None else None,

@@ -1,0 +1,1 @@
+"""Hydra sweeper `hydra/sweeper=langsub_compare` (experiment=compare): see langsub.tools.compare."""
