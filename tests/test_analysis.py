@@ -1,4 +1,5 @@
-"""Analysis maths on tiny hand-built models: component reversal against an independent path."""
+"""Analysis maths: component reversal against an independent path (tiny hand-built models);
+alignment pooling over content tokens only (the embedded model, with and without a BOS)."""
 from __future__ import annotations
 
 import datasets
@@ -6,8 +7,8 @@ import pytest
 import torch
 from torch.nn.utils import parametrize
 
-from conftest import tiny_llama, tiny_phi3
-from langsub.analysis.maths import component_reversal
+from conftest import TINY, tiny_llama, tiny_phi3
+from langsub.analysis.maths import component_reversal, pooled_states
 from langsub.evaluation.perplexity import perplexity
 from langsub.model.ffn import find_ffns
 from langsub.methods.sparse import add_neuron_deltas, delta_state, merge_neuron_deltas, original_slices
@@ -71,3 +72,48 @@ def test_component_reversal(make, components):
         assert got[k] == pytest.approx(v, rel=1e-5), k
         assert k == "full" or got[k] != got["full"], k  # each reversal really changes something
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in tuned.items())
+
+
+TEXTS = ["Alle menslike wesens word vry gebore.", "All human beings are born free."]
+
+
+def _bos_tokenizer():
+    """The embedded tokenizer made to prepend <s> (offline: a tokenizer_config option)."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(TINY, add_bos_token=True)
+
+
+@torch.no_grad()
+def _all_states(model, ids):
+    """Hidden states [n_layers + 1, T, d] of one sequence, every position."""
+    return torch.stack(model(input_ids=ids, output_hidden_states=True).hidden_states)[:, 0]
+
+
+@torch.no_grad()
+def test_pooling_skips_the_bos_the_tokenizer_adds(embedded):
+    """With a BOS-adding tokenizer (as Llama-3's, Mistral's) the pooled vector is the mean
+    over the text's own positions, not over all of them; the BOS still conditions them."""
+    model, _ = embedded
+    tok = _bos_tokenizer()
+    got = pooled_states(model, tok, TEXTS)
+    assert got.shape == (2, model.config.num_hidden_layers + 1, model.config.hidden_size)
+    for i, t in enumerate(TEXTS):
+        ids = tok(t, return_tensors="pt").input_ids
+        assert ids[0, 0] == tok.bos_token_id and (ids[0, 1:] != tok.bos_token_id).all()
+        hs = _all_states(model, ids)
+        assert torch.allclose(got[i], hs[:, 1:].mean(1), rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(got[i], hs.mean(1), rtol=1e-3, atol=1e-4)
+
+
+@torch.no_grad()
+def test_pooling_unchanged_without_special_tokens(embedded):
+    """The embedded tokenizer adds no special token: every position is pooled, as before."""
+    model, tok = embedded
+    got = pooled_states(model, tok, TEXTS)
+    for i, t in enumerate(TEXTS):
+        enc = tok(t, return_tensors="pt", return_special_tokens_mask=True)
+        assert not enc.special_tokens_mask.any()
+        assert torch.equal(got[i], _all_states(model, enc.input_ids).mean(1))
+    with pytest.raises(ValueError, match="no content token"):
+        pooled_states(model, _bos_tokenizer(), [""])  # only the BOS: nothing to pool

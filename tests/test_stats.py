@@ -1,4 +1,5 @@
-"""The statistics callback counts exactly what LAPE defines, and the cache is reused."""
+"""The statistics callback counts exactly what LAPE defines, and the cache is reused only for
+the same model, dtype, precision, revisions and data."""
 from __future__ import annotations
 
 import lightning as L
@@ -6,10 +7,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from conftest import tiny_llama, tiny_phi3
+from conftest import ROOT, tiny_llama, tiny_phi3
+from langsub.io import fingerprint
 from langsub.model.ffn import find_ffns
 from langsub.training.module import CausalLMModule
-from langsub.neurons.cache import load_stats, save_stats
+from langsub.neurons.cache import load_stats, save_stats, stats_meta
 from langsub.neurons.counting import ActivationStats
 
 
@@ -127,3 +129,33 @@ def test_fused_count_falls_back_when_compiling_fails(monkeypatch):
         got = stats.count_fused(a, w)
     assert torch.equal(got, ((a > 0) & (w.view(-1, 1) > 0)).sum(0))
     assert stats.COUNT["cpu"] is stats.count_compare  # later batches skip the failing compiler
+
+
+def _key(embedded, overrides):
+    """The statistics cache key of the real config (embedded model and corpus) with overrides."""
+    from hydra import compose, initialize_config_dir
+
+    from langsub.run import build_datamodule
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=overrides)
+    model, tok = embedded
+    return fingerprint(stats_meta(cfg, model, tok, build_datamodule(cfg, tok)))
+
+
+def test_cache_key_covers_dtype_precision_and_revision(embedded):
+    """Statistics counted in another dtype, precision, weights or data revision are not
+    reused; the same config (or another spelling of the same precision) finds them again."""
+    base = _key(embedded, [])
+    assert _key(embedded, []) == base
+    assert _key(embedded, ["trainer.precision=32"]) == base  # Lightning's alias of 32-true
+    variants = [["model.dtype=bfloat16"], ["model.dtype=float16"],
+                ["trainer.precision=bf16-mixed"], ["trainer.precision=16-true"],
+                ["+model.revision=0123abc"], ["+model.revision=main"]]
+    keys = [_key(embedded, v) for v in variants]
+    assert base not in keys and len(set(keys)) == len(keys)
+    assert _key(embedded, ["+model.revision=main"]) == keys[-1]
+    assert _key(embedded, ["+model.revision=null"]) == base  # no revision given is the default
+    hub = _key(embedded, ["data=glotcc"])  # a streamed corpus: its revision was keyed already
+    assert hub != _key(embedded, ["data=glotcc", "data.source.revision=0123abc"])
+    assert hub == _key(embedded, ["data=glotcc"])

@@ -62,12 +62,20 @@ def parallel_sentences(data_dir, langs: list[str], limit: int = 200) -> dict[str
 
 @torch.no_grad()
 def pooled_states(model, tokenizer, texts: list[str], max_len: int = 128) -> torch.Tensor:
-    """Mean-pooled hidden states [n_texts, n_layers + 1, d] (embeddings = layer 0)."""
+    """Hidden states [n_texts, n_layers + 1, d] (embeddings = layer 0), mean-pooled over the
+    text's own tokens: the special tokens the tokenizer adds (Llama-3's and Mistral's BOS)
+    stay in the input but out of the mean, where one shared vector would inflate every cosine.
+    """
     out = []
     for t in texts:
-        ids = tokenizer(t, return_tensors="pt", truncation=True, max_length=max_len).input_ids
-        hs = model(input_ids=ids.to(model.device), output_hidden_states=True).hidden_states
-        out.append(torch.stack([h[0].float().mean(0) for h in hs]).cpu())
+        enc = tokenizer(t, return_tensors="pt", truncation=True, max_length=max_len,
+                        return_special_tokens_mask=True)
+        content = enc.special_tokens_mask[0] == 0
+        if not content.any():
+            raise ValueError(f"no content token to pool in {t!r}")
+        ids = enc.input_ids.to(model.device)
+        hs = model(input_ids=ids, output_hidden_states=True).hidden_states
+        out.append(torch.stack([h[0, content.to(h.device)].float().mean(0) for h in hs]).cpu())
     return torch.stack(out)
 
 

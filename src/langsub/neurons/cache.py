@@ -10,9 +10,15 @@ from safetensors.torch import load_file, save_file
 from langsub.io import atomic_write, atomic_write_text, file_digest
 
 
+# Lightning's short spellings of the same precision
+_PRECISION_ALIASES = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true"}
+
+
 def model_identity(model, tokenizer, cfg_model: DictConfig) -> dict:
-    """What makes statistics reusable: weights, tokenizer (hashes of small files, else sizes)."""
-    ident = {"name_or_path": str(model.config._name_or_path), "files": {}}
+    """What makes statistics reusable: weights (files, hub revision, dtype they are loaded in)
+    and tokenizer (hashes of small files, else sizes)."""
+    ident = {"name_or_path": str(model.config._name_or_path), "files": {},
+             "revision": cfg_model.get("revision"), "dtype": cfg_model.get("dtype", "float32")}
     root = Path(cfg_model.path) if cfg_model.get("path") else None
     if root is not None:
         for p in sorted(root.iterdir()):
@@ -24,11 +30,15 @@ def model_identity(model, tokenizer, cfg_model: DictConfig) -> dict:
 
 
 def stats_meta(cfg: DictConfig, model, tokenizer, dm) -> dict:
+    """The cache key: model identity, the trainer precision the pass runs under (the sign of
+    an activation near 0 depends on it), the corpus (a hub source's revision included) and
+    the identification budget."""
     corpus = {lang: dm.corpus_identity(lang) for lang in dm.langs}
-    return {"model": model_identity(model, tokenizer, cfg.model), "corpus": corpus,
+    precision = str(cfg.trainer.get("precision", "32-true"))
+    return {"model": model_identity(model, tokenizer, cfg.model),
+            "precision": _PRECISION_ALIASES.get(precision, precision), "corpus": corpus,
             "langs": list(dm.langs), "ident_max_tokens": dm.ident_max_tokens,
-            "block_size": dm.block_size, "version": 1}
-
+            "block_size": dm.block_size, "version": 2}
 
 
 def save_stats(path: Path, over_zero: torch.Tensor, n_tokens: torch.Tensor, meta: dict) -> None:
