@@ -11,6 +11,7 @@ from pathlib import Path
 
 from langsub.errors import ConfigError
 from langsub.io import atomic_write_text
+from langsub.tools import compare
 
 
 def load_runs(root: Path) -> list[dict]:
@@ -74,9 +75,15 @@ def main(argv=None) -> None:
     runs = load_runs(a.root)
     md = table(runs)
     chart(runs, a.root / "report.png")
-    atomic_write_text(a.root / "report.md", f"# langsub report: {a.root}\n\n{md}\n\n"
-                      "![perplexity change](report.png)\n")
-    print(md)
+    body = f"# langsub report: {a.root}\n\n"
+    spec = compare.read_spec(a.root)
+    if spec is not None:  # experiment=compare: chosen rates, seeds, every grid point
+        compare.pareto_figure(runs, spec, a.root / "pareto.png")
+        body += (f"## Fair comparison\n\n{compare.table(runs, spec)}\n\n"
+                 f"![grid](pareto.png)\n\n### Every grid point\n\n"
+                 f"{compare.grid_table(runs, spec)}\n\n## Every run\n\n")
+    atomic_write_text(a.root / "report.md", body + f"{md}\n\n![perplexity change](report.png)\n")
+    print(body + md)
     print(f"\nwritten: {a.root / 'report.md'}, {a.root / 'report.png'}")
 
 

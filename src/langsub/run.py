@@ -170,24 +170,33 @@ def evaluate(job: Job, phase: str) -> None:
 
 
 def restore_best(job: Job) -> None:
-    """The trained model whole, with the best checkpoint's trainable tensors (by val/ppl).
+    """The model that is shipped: the best of every validated step and the last step.
 
-    Sharded (FSDP): each process holds shards only, and Lightning cannot re-enter a model
-    FSDP wrapped in place, so the trained model is rebuilt whole from the base weights.
+    Lightning validates every `train.val_every_n_steps` steps; when the budget is not a
+    multiple of it, the last step is validated here too and kept if it is the best. Sharded
+    (FSDP): Lightning cannot re-enter a model FSDP wrapped in place, so the trained model is
+    first rebuilt whole from the base weights and the final trainable tensors.
     """
-    trainer, module = job.trainer, job.module
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    trainer, module, cfg = job.trainer, job.module, job.cfg
+    cb, last = trainer.checkpoint_callback, trainer.global_step
+    best = cb.best_model_path if cb else ""
+    best_score = float(cb.best_model_score) if best and cb.best_model_score is not None \
+        else math.inf
     if is_sharded(trainer):
-        if not best:
-            best = str(job.out_dir / "checkpoints" / "final.ckpt")
-            trainer.save_checkpoint(best)  # collective: every process takes part
-        model, _ = load_model(job.cfg.model)
-        module.model = job.method.apply(model, job.trained_mask)
+        final = str(job.out_dir / "checkpoints" / "final.ckpt")
+        trainer.save_checkpoint(final)  # collective: every process takes part
+        model, _ = load_model(cfg.model)
+        module.model = load_trainable(job.method.apply(model, job.trained_mask), final)
         job.trainer = job.evaluator  # the sharded trainer and its model are dropped
-    if best:
+    best_step = torch.load(best, map_location="cpu", weights_only=False)["global_step"] \
+        if best else None
+    if best_step != last and last % cfg.train.val_every_n_steps:  # not validated yet
+        job.evaluator.validate(module, datamodule=job.dm, verbose=False)
+        if module.last_val[cfg.lang.code] <= best_score:
+            best, best_step = "", last
+    if best and best_step != last:
         load_trainable(module.model, best)
-    job.metrics["best_step"] = trainer.global_step if not best else \
-        torch.load(best, map_location="cpu", weights_only=False)["global_step"]
+    job.metrics["best_step"] = best_step if best_step is not None else last
 
 
 def measure_after(job: Job) -> None:

@@ -63,7 +63,9 @@ RULES = {
     "objective": _choice("target", "target_and_general"),
     "general": _langs(1), "analysis_eval_tokens": _int(1), "resume": _bool(),
     "dry_run": _bool(), "export": _bool(), "debug_errors": _bool(),
-    "model.dtype": _choice(*DTYPES), "model.gradient_checkpointing": _bool(),
+    "model.dtype": _choice(*DTYPES),
+    "model.revision": ((lambda v: v is None or isinstance(v, str) and v != ""),
+                       "a hub commit, branch or tag, or null"), "model.gradient_checkpointing": _bool(),
     "model.attn_implementation": _choice(None, "eager", "sdpa", "flash_attention_2",
                                          "flash_attention_3", "flex_attention"),
     # LAPE's entropy is over languages: it needs at least two to tell them apart

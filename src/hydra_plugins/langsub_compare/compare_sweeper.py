@@ -75,7 +75,8 @@ class CompareSweeper(Sweeper):
                                     self.max_general_rise) for m in self.methods}
         spec = {"rule": f"best valid target ppl with general valid ppl rise <= "
                         f"{self.max_general_rise:.0%}", "lr_factors": self.lr_factors,
-                "grid": grids, "seeds": self.seeds, "methods": self.methods}
+                "grid": grids, "seeds": self.seeds, "methods": self.methods,
+                "max_general_rise": self.max_general_rise}
         compare.write_choice(sweep_dir, chosen, spec)
         log.info(f"chosen learning rates: { {m: c['lr'] for m, c in chosen.items()} }")
         jobs = [[*args, f"method={m}", f"train.lr={chosen[m]['lr']}", f"seed={s}"]

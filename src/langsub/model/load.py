@@ -10,7 +10,7 @@ def load_tokenizer(cfg_model: DictConfig):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(cfg_model.get("tokenizer") or cfg_model.get("path")
-                                        or cfg_model.hub_id)
+                                        or cfg_model.hub_id, revision=cfg_model.get("revision"))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -24,7 +24,8 @@ def load_model(cfg_model: DictConfig, tok=None):
     tok = tok or load_tokenizer(cfg_model)
     model = AutoModelForCausalLM.from_pretrained(
         src, dtype=getattr(torch, cfg_model.get("dtype", "float32")),
-        attn_implementation=cfg_model.get("attn_implementation"))
+        attn_implementation=cfg_model.get("attn_implementation"),
+        revision=cfg_model.get("revision"))
     if cfg_model.get("gradient_checkpointing"):
         model.gradient_checkpointing_enable()
     return model, tok

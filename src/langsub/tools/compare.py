@@ -65,9 +65,93 @@ def write_choice(sweep_dir: Path, choice: dict, spec: dict) -> None:
                       json.dumps({**spec, "chosen": choice}, indent=1))
 
 
+def read_spec(root: Path) -> dict | None:
+    p = Path(root) / "compare.json"
+    return json.loads(p.read_text()) if p.is_file() else None
+
+
 def summary(values: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for one value)."""
     n = len(values)
     mean = sum(values) / n
     var = sum((v - mean) ** 2 for v in values) / (n - 1) if n > 1 else 0.0
     return mean, math.sqrt(var)
+
+
+def _pct(after: float, before: float) -> float:
+    return 100 * (after / before - 1)
+
+
+def at_chosen(runs: list[dict], method: str, lr: float) -> list[dict]:
+    """The runs of `method` at the chosen lr (the grid's first seed and the repeats)."""
+    return sorted((m for m in runs if m["method"] == method and math.isclose(m["lr"], lr)),
+                  key=lambda m: m["seed"])
+
+
+def table(runs: list[dict], spec: dict) -> str:
+    """Per method: chosen lr, mean ± std over seeds and each seed's value (test split)."""
+    lines = [f"Rule: {spec['rule']} (validation split); grid: default x "
+             f"{', '.join(f'{f:g}' for f in spec['lr_factors'])}; seeds {spec['seeds']}.", "",
+             "| method | chosen lr | met rule | seeds | target ppl Δ % (mean ± std) | per seed "
+             "| general ppl Δ % (mean ± std) | per seed |", "|---|---|---|---|---|---|---|---|"]
+    for method, c in spec["chosen"].items():
+        rs = at_chosen(runs, method, c["lr"])
+        if not rs:
+            continue
+        t = [_pct(m["ppl_after/target"], m["ppl_before/target"]) for m in rs]
+        g = [_pct(m["ppl_after/general"], m["ppl_before/general"]) for m in rs]
+        (tm, ts), (gm, gs) = summary(t), summary(g)
+        lines.append(f"| {method} | {c['lr']:g} | {'yes' if c['met_rule'] else 'no'} | "
+                     f"{len(rs)} | {tm:+.2f} ± {ts:.2f} | {', '.join(f'{v:+.2f}' for v in t)} | "
+                     f"{gm:+.2f} ± {gs:.2f} | {', '.join(f'{v:+.2f}' for v in g)} |")
+    return "\n".join(lines)
+
+
+def grid_table(runs: list[dict], spec: dict) -> str:
+    """Every grid point (first seed): validation changes, the basis of the choice."""
+    lines = ["| method | lr | valid target Δ % | valid general Δ % | chosen |", "|---|---|---|---|---|"]
+    first = spec["seeds"][0]
+    for m in sorted((r for r in runs if r["seed"] == first and r["method"] in spec["grid"]),
+                    key=lambda r: (spec["methods"].index(r["method"]), r["lr"])):
+        c = spec["chosen"][m["method"]]["lr"]
+        lines.append(f"| {m['method']} | {m['lr']:g} | "
+                     f"{_pct(m[TARGET], m['valid_ppl_before/target']):+.2f} | "
+                     f"{100 * rise(m):+.2f} | {'◀' if math.isclose(m['lr'], c) else ''} |")
+    return "\n".join(lines)
+
+
+def pareto_figure(runs: list[dict], spec: dict, path: Path) -> None:
+    """Every grid point: target vs general change on the validation split; each method's
+    Pareto front (no other point of the method is better on both) joined by a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    first = spec["seeds"][0]
+    for i, method in enumerate(spec["methods"]):
+        pts = sorted((_pct(m[TARGET], m["valid_ppl_before/target"]), 100 * rise(m), m["lr"])
+                     for m in runs if m["method"] == method and m["seed"] == first)
+        if not pts:
+            continue
+        color = f"C{i}"
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], color=color, s=18, label=method)
+        front, best_g = [], math.inf
+        for p in pts:  # sorted by target change: a point is on the front if it forgets less
+            if p[1] < best_g:
+                front.append(p)
+                best_g = p[1]
+        ax.plot([p[0] for p in front], [p[1] for p in front], color=color, lw=1)
+        c = spec["chosen"][method]["lr"]
+        for p in pts:
+            if math.isclose(p[2], c):
+                ax.scatter([p[0]], [p[1]], facecolors="none", edgecolors=color, s=120, lw=1.5)
+    ax.axhline(100 * spec.get("max_general_rise", 0.01), color="k", lw=0.6, ls="--")
+    ax.set(xlabel="target ppl change, % (validation; lower is better)",
+           ylabel="general ppl change, % (validation)", yscale="symlog",
+           title="every grid point; circled: the chosen lr; line: each method's Pareto front")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

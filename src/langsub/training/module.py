@@ -7,9 +7,9 @@ import time
 import lightning as L
 import torch
 from torch import nn
-from torchmetrics.text import Perplexity
 
 from langsub.errors import CheckpointError, ConfigError, TrainingDiverged
+from langsub.evaluation.perplexity import TokenPerplexity
 from langsub.training.checkpoints import check_trainable_keys
 from langsub.training.trainers import is_sharded
 
@@ -36,8 +36,8 @@ class CausalLMModule(L.LightningModule):
         # from config (`_partial_: true`): optimizer(params), scheduler(optimizer, total_steps)
         self.optimizer_factory = optimizer or torch.optim.AdamW
         self.scheduler_factory = scheduler
-        self.val_ppl = nn.ModuleList(Perplexity(ignore_index=-100) for _ in self.val_langs)
-        self.test_ppl = nn.ModuleList(Perplexity(ignore_index=-100) for _ in self.eval_langs)
+        self.val_ppl = nn.ModuleList(TokenPerplexity(ignore_index=-100) for _ in self.val_langs)
+        self.test_ppl = nn.ModuleList(TokenPerplexity(ignore_index=-100) for _ in self.eval_langs)
         self.phase = "before"
         self.results: dict[str, float] = {}
         self.tokens_seen = 0

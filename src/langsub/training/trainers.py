@@ -61,10 +61,7 @@ def build_trainers(cfg: DictConfig, model) -> tuple[L.Trainer, L.Trainer]:
     Lightning's val_check_interval counts batches, not optimizer steps: scaled by the
     accumulation so that validation runs every train.val_every_n_steps optimizer steps.
     """
-    from langsub.training.callbacks import ValidateAtEnd
-
     callbacks = [hydra.utils.instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    callbacks.append(ValidateAtEnd())
     if cfg.train.get("early_stopping_patience"):
         callbacks.append(L.pytorch.callbacks.EarlyStopping(
             "val/ppl", patience=cfg.train.early_stopping_patience, mode="min"))
