@@ -1,0 +1,156 @@
+"""The recipe is configuration: experiment=paper, the schedules, and the fair comparison's
+rule (experiment=compare) on hand-made runs and through the real sweeper."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from conftest import ROOT
+from langsub.errors import ConfigError
+from langsub.tools import compare
+from langsub.training.recipe import recipe
+from langsub.training.schedules import constant, warmup_cosine
+from langsub.validate import check_config
+
+TARGETS = ["mt", "af", "is", "cy", "mk", "lv", "lt", "sl", "sk", "et", "ka", "ne"]
+
+
+def _compose(overrides=()):
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("train", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("method,lr,clip", [("lape", 1e-4, 1.0), ("random", 1e-4, 1.0),
+                                            ("lora", 1e-4, 1.0), ("full", 1e-5, 0.5),
+                                            ("ffn", 1e-5, 1.0)])
+def test_paper_recipe_per_method(method, lr, clip):
+    cfg = _compose(["experiment=paper", f"method={method}", "model=llama31_8b", "data=glotcc",
+                    "trainer=gpu"])
+    r = recipe(cfg)
+    assert (r["lr"], r["grad_clip"], r["weight_decay"], r["schedule"]) == (lr, clip, 0.01,
+                                                                          "constant")
+    assert (r["batch_size"], r["block_size"], r["max_tokens"], r["epochs"]) == (2, 512, 10**8, 1)
+    assert r["ident_langs"] == TARGETS and r["ident_max_tokens"] == 12_800_000
+    assert r["val_every_n_steps"] == 500 and r["warmup_ratio"] == 0.0
+    if method == "random":
+        assert cfg.method.match == "global" and r["random_match"] == "global"
+    check_config(cfg)
+
+
+def test_paper_dry_run_writes_the_recipe(tmp_path):
+    """The command of the README: nothing downloaded, plan.json holds the recipe."""
+    r = subprocess.run([sys.executable, "train.py", "model=llama31_8b", "data=glotcc",
+                        "trainer=gpu", "lang=af", "method=random", "experiment=paper",
+                        "dry_run=true", f"hydra.run.dir={tmp_path}"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    rec = plan["recipe"]
+    assert rec["random_match"] == "global" and rec["ident_langs"] == TARGETS
+    assert (rec["lr"], rec["schedule"], rec["grad_clip"], rec["epochs"]) == (1e-4, "constant",
+                                                                            1.0, 1)
+
+
+def test_paper_refuses_a_missing_language():
+    with pytest.raises(ConfigError) as e:
+        check_config(_compose(["experiment=paper", "data.langs=[af,mt,is]"]))
+    assert "the recipe identifies over" in str(e.value) and "missing ['cy'" in str(e.value)
+
+
+def test_embedded_default_keeps_its_measured_recipe():
+    r = recipe(_compose())
+    assert (r["lr"], r["schedule"], r["warmup_ratio"], r["weight_decay"]) == (1e-3, "cosine",
+                                                                            0.1, 0.0)
+
+
+def test_schedules():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([p], lr=1.0)
+    s = warmup_cosine(opt, total_steps=20, warmup_ratio=0.1, min_lr_ratio=0.1)
+    lrs = []
+    for _ in range(20):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        s.step()
+    assert lrs[0] == 0.5 and lrs[1] == 1.0 and lrs[-1] == pytest.approx(0.1, abs=0.01)
+    opt = torch.optim.AdamW([p], lr=0.3)
+    s = constant(opt, total_steps=5)
+    for _ in range(5):
+        assert opt.param_groups[0]["lr"] == 0.3
+        opt.step()
+        s.step()
+
+
+def _run(method, lr, t_before, t_after, g_before, g_after, seed=0):
+    return {"method": method, "lr": lr, "seed": seed,
+            "valid_ppl_before/target": t_before, "valid_ppl_after/target": t_after,
+            "valid_ppl_before/general": g_before, "valid_ppl_after/general": g_after}
+
+
+def test_rule_prefers_target_within_the_general_tolerance():
+    runs = [_run("m", 1e-4, 100, 95, 40, 40.1), _run("m", 1e-3, 100, 90, 40, 40.3),
+            _run("m", 1e-2, 100, 80, 40, 44)]  # the lowest target forgets 10 %
+    c = compare.choose(runs, 0.01)
+    assert c["lr"] == 1e-3 and c["met_rule"]
+    none_ok = [_run("m", 1e-3, 100, 90, 40, 41), _run("m", 1e-2, 100, 80, 40, 44)]
+    c = compare.choose(none_ok, 0.01)
+    assert c["lr"] == 1e-3 and not c["met_rule"]  # the least forgetting, flagged
+
+
+@pytest.mark.parametrize("kw,line", [
+    (dict(lr_factors=[]), "hydra.sweeper.lr_factors=[]: allowed is a non-empty list"),
+    (dict(seeds=[]), "hydra.sweeper.seeds=[]: allowed is a non-empty list"),
+    (dict(methods=[]), "hydra.sweeper.methods=[]: allowed is a non-empty list"),
+    (dict(lr_factors=[0.5, 2]), "a fair grid spans at least 10x either side"),
+    (dict(lr_factors=[0.1, -1, 10]), "allowed are numbers > 0"),
+    (dict(max_general_rise=-0.1), "hydra.sweeper.max_general_rise=-0.1"),
+])
+def test_compare_refuses_empty_grids(kw, line):
+    args = dict(methods=["lape"], lr_factors=[0.1, 1, 10], seeds=[0, 1, 2],
+                max_general_rise=0.01) | kw
+    with pytest.raises(ConfigError, match=line.replace("[", r"\[").replace("]", r"\]")):
+        compare.check(**args)
+
+
+def test_grid_spans_the_default():
+    assert compare.grid(1e-3, [0.1, 0.316, 1, 3.16, 10]) == [1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2]
+
+
+def test_summary():
+    assert compare.summary([1.0]) == (1.0, 0.0)
+    mean, std = compare.summary([1.0, 2.0, 3.0])
+    assert mean == 2.0 and std == pytest.approx(1.0)
+
+
+@pytest.mark.slow
+def test_compare_sweep_end_to_end(tmp_path):
+    """The real sweeper: a 2-point grid on one method, then the chosen lr on a second seed;
+    the report renders the comparison."""
+    sweep = tmp_path / "sweep"
+    r = subprocess.run([sys.executable, "train.py", "-m", "experiment=compare", "debug=fast",
+                        "train.max_steps=2", "hydra.sweeper.methods=[lape]",
+                        "hydra.sweeper.lr_factors=[0.1,10]", "hydra.sweeper.seeds=[0,1]",
+                        f"hydra.sweep.dir={sweep}", f"paths.cache_dir={tmp_path}/cache"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    spec = json.loads((sweep / "compare.json").read_text())
+    chosen = spec["chosen"]["lape"]["lr"]
+    assert spec["grid"]["lape"] == [1e-4, 1e-2] and chosen in spec["grid"]["lape"]
+    runs = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
+    assert [(m["lr"], m["seed"]) for m in runs] == [(1e-4, 0), (1e-2, 0), (chosen, 1)]
+    assert all("valid_ppl_after/general" in m for m in runs)
+    r = subprocess.run([sys.executable, "-m", "langsub.report", str(sweep)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    md = (sweep / "report.md").read_text()
+    assert "## Fair comparison" in md and "| lape |" in md and (sweep / "pareto.png").is_file()
+    bad = subprocess.run([sys.executable, "train.py", "-m", "experiment=compare",
+                          "hydra.sweeper.seeds=[]", f"hydra.sweep.dir={tmp_path}/bad"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "hydra.sweeper.seeds=[]: allowed is a non-empty list" \
+        in bad.stderr and "Traceback" not in bad.stderr
