@@ -149,8 +149,12 @@ class LangDataModule(L.LightningDataModule):
                                   generator=torch.Generator().manual_seed(self.seed))
 
     def val_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self.blocks(l, "valid", self.eval_max_tokens))
-                for l in self.val_langs]
+        """The target's valid split; outside fitting (the before/after measurements) also
+        every language of `val_langs`: validation during training picks the best step by
+        the target alone, so the other languages would only cost time there."""
+        fitting = self.trainer is not None and self.trainer.state.fn == "fit"
+        langs = self.val_langs[:1] if fitting else self.val_langs
+        return [self._loader(self.blocks(l, "valid", self.eval_max_tokens)) for l in langs]
 
     def test_dataloader(self) -> list[DataLoader]:
         return [self._loader(self.blocks(l, "test", self.eval_max_tokens))
