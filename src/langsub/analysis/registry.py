@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from langsub.errors import ConfigError
+from langsub.tables import registrar
 
 
 @dataclass
@@ -47,11 +48,7 @@ class Analysis:
 ANALYSES: dict[str, type[Analysis]] = {}
 
 
-def register(cls: type[Analysis]) -> type[Analysis]:
-    if cls.name in ANALYSES:
-        raise ValueError(f"analysis {cls.name!r} is registered twice")
-    ANALYSES[cls.name] = cls
-    return cls
+register = registrar(ANALYSES, "analysis")
 
 
 def wanted(value) -> list[Analysis]:
