@@ -92,9 +92,28 @@ def test_memory_plan_by_hand():
     assert a["logits_gb"] * 1e9 == 3 * 10 * (2 + 4 + 4)
     ck = activation_bytes(c, tokens=3, act_bytes=2, checkpointing=True)
     assert ck["activations_gb"] * 1e9 == 2 * 8 * 2 * 3 + 120 * 2 * 3
-    m = memory_plan(total=1000, trainable=10, weight_bytes=2, act=a)
-    assert (m["weights_gb"], m["gradients_gb"], m["optimizer_gb"]) == (2e-6, 2e-8, 4e-8)
+    # 1000 weights as the method left them: 990 frozen bf16 + 10 trainable float32 masters;
+    # the 10 trainable ones' gradients and two AdamW states are float32 too
+    m = memory_plan(weights_bytes=990 * 2 + 10 * 4, trainable=10, act=a)
+    assert (m["weights_gb"], m["gradients_gb"], m["optimizer_gb"]) == (2.02e-6, 4e-8, 8e-8)
     assert m["peak_gb"] == sum(v for k, v in m.items() if k != "peak_gb")
+
+
+def test_dry_run_counts_float32_masters_of_a_bf16_model(tmp_path):
+    """llama31_8b loads bf16: the frozen weights count 2 bytes, every trainable tensor, its
+    gradient and AdamW's two states 4 bytes each (lape's deltas add to the weights, full's
+    masters replace them)."""
+    mask = [[torch.tensor([1, 2])] * 32]
+    torch.save(mask, tmp_path / "m.pth")
+    out = dry_run(_cfg(["model=llama31_8b", f"method.neurons={tmp_path / 'm.pth'}",
+                        "method.neurons_langs=[af]", "lang=af"]))
+    total, trainable = out["total_params"], out["trainable_params"]
+    assert out["weights_gb"] * 1e9 == pytest.approx(2 * total + 4 * trainable, rel=1e-12)
+    assert out["gradients_gb"] * 1e9 == pytest.approx(4 * trainable, rel=1e-12)
+    assert out["optimizer_gb"] * 1e9 == pytest.approx(8 * trainable, rel=1e-12)
+    full = out["compare"]["full"]
+    assert full["weights_gb"] * 1e9 == pytest.approx(4 * total, rel=1e-12)
+    assert full["gradients_gb"] == pytest.approx(full["weights_gb"], rel=1e-12)
 
 
 def test_dry_run_writes_plan_beside_lora_and_full(tmp_path):
@@ -110,5 +129,5 @@ def test_dry_run_writes_plan_beside_lora_and_full(tmp_path):
     assert set(plan["compare"]) == {"lora", "full"}
     full = plan["compare"]["full"]
     assert full["trainable_params"] == full["total_params"] == out["total_params"]
-    assert full["optimizer_gb"] == 2 * full["weights_gb"]  # AdamW, two bf16 states
+    assert full["optimizer_gb"] == 2 * full["weights_gb"]  # AdamW: two float32 states
     assert plan["peak_gb"] < plan["compare"]["lora"]["peak_gb"] < full["peak_gb"]

@@ -59,6 +59,19 @@ def test_trainable_count_and_frozen_originals():
     assert trainable and all(n.endswith(".delta") for n in trainable)
 
 
+def test_deltas_are_float32_on_a_bf16_model_and_know_their_offset():
+    """The deltas are float32 masters from the start; `offset()` is the frozen slice W_S."""
+    model = tiny_llama().to(torch.bfloat16)
+    deltas = add_neuron_deltas(model, MASK)
+    assert all(d.dtype == torch.float32 for d in deltas)
+    up = model.model.layers[1].mlp.up_proj.parametrizations.weight
+    down = model.model.layers[1].mlp.down_proj.parametrizations.weight
+    assert torch.equal(up[0].offset(), up.original[[0, 63]])
+    assert torch.equal(down[0].offset(), down.original[:, [0, 63]])
+    assert up[0].offset().dtype == torch.bfloat16
+    assert [n for n, _ in up[0].named_parameters()] == ["delta"]  # W not registered twice
+
+
 def test_parametrized_forward_equals_merged_weight():
     model = tiny_llama()
     add_neuron_deltas(model, MASK)

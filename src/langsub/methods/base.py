@@ -4,7 +4,8 @@ A method is a `Method` subclass with a `Config` dataclass (its YAML's keys, chec
 `__post_init__`: an unknown key or a bad value is refused before any model loads) and one
 registration. It decides which neurons it trains (`neurons`), which parameters train
 (`prepare`), and how the result becomes a plain transformers model again (`merge`).
-Nothing outside `methods/` branches on a method's name.
+`apply` is what callers use: `prepare`, then the precision rule of `precision.py` (float32
+master values for what trains). Nothing outside `methods/` branches on a method's name.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from langsub.errors import ConfigError
+from langsub.methods.precision import keep_fp32_masters, restore_dtypes
 
 
 def problem(key: str, value, allowed: str) -> str:
@@ -46,14 +48,20 @@ class MethodConfig:
 
 
 class Method:
-    """Base class. `needs_neurons`: the method trains a neuron subnetwork (lape, random)."""
+    """Base class. `needs_neurons`: the method trains a neuron subnetwork (lape, random).
+    `needs_autocast`: its float32 weights replace the model's own, so on a half-precision
+    model they compute only under autocast (`precision.precision_problems`).
+    `trains_all_weights`: nothing stays frozen (one dtype throughout, even under FSDP)."""
 
     name = "base"
     needs_neurons = False
+    needs_autocast = False
+    trains_all_weights = False
     Config = MethodConfig
 
     def __init__(self, config: MethodConfig):
         self.config = config
+        self.loaded_dtypes: dict = {}  # trainable parameter -> its dtype before `apply`
 
     def source(self, lang: str) -> str:
         """The language whose neurons train when `lang` is the target."""
@@ -64,16 +72,20 @@ class Method:
         return None
 
     def apply(self, model: nn.Module, neurons=None) -> nn.Module:
-        """The one place that decides what trains: `prepare`, then the precision rules."""
-        return self.prepare(model, neurons)
+        """The one place that decides what trains: `prepare`, then the precision rule (every
+        trainable tensor float32, frozen weights in the model's dtype)."""
+        model = self.prepare(model, neurons)
+        self.loaded_dtypes = keep_fp32_masters(model)
+        return model
 
     def prepare(self, model: nn.Module, neurons=None) -> nn.Module:
         """Freeze/wrap `model` so that exactly this method's parameters train; return it."""
         raise NotImplementedError
 
     def merge(self, model: nn.Module) -> nn.Module:
-        """The trained model as a plain transformers model (in place where possible)."""
-        return model
+        """The trained model as a plain transformers model (in place where possible), in the
+        dtype it was loaded in: here, the float32 masters cast back once."""
+        return restore_dtypes(model, self.loaded_dtypes)
 
     def delta(self, model: nn.Module) -> dict | None:
         """The trained tensors alone, for `delta.safetensors`; None if not meaningful."""

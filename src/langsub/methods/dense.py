@@ -1,4 +1,8 @@
-"""`full` (every weight) and `ffn` (every gate/up/down weight)."""
+"""`full` (every weight) and `ffn` (every gate/up/down weight).
+
+Their float32 masters replace the model's weights: on a half-precision model they compute
+through autocast (`needs_autocast`), and `merge` (the base class's) casts them back to the
+dtype the model was loaded in."""
 from __future__ import annotations
 
 from torch import nn
@@ -10,6 +14,8 @@ from langsub.model.ffn import find_ffns
 @register
 class Full(Method):
     name = "full"
+    needs_autocast = True
+    trains_all_weights = True
 
     def prepare(self, model: nn.Module, neurons=None) -> nn.Module:
         for p in model.parameters():
@@ -20,6 +26,7 @@ class Full(Method):
 @register
 class FFNOnly(Method):
     name = "ffn"
+    needs_autocast = True
 
     def prepare(self, model: nn.Module, neurons=None) -> nn.Module:
         for p in model.parameters():

@@ -1,4 +1,11 @@
-"""`lora` and `ia3` through peft (not hand-written); targets default to the FFN family's."""
+"""`lora` and `ia3` through peft (not hand-written); targets default to the FFN family's.
+
+Their adapters are float32 masters (`Method.apply`; peft upcasts them too) and peft casts
+their outputs back to the activations' dtype, so they need no autocast. peft 0.21's
+`merge_and_unload()` without `safe_merge` merges exactly: LoRA adds its float32 ΔW in place
+(`W += ΔW`, computed in float32 and rounded once into W's dtype), IA3 writes
+`(W * l).to(W.dtype)`; `safe_merge=True` would round ΔW to W's dtype before adding.
+(tests/test_precision.py checks both against W.float() + ΔW, cast once.)"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -67,7 +74,7 @@ class LoRA(Method):
                                            use_rslora=c.use_rslora, task_type="CAUSAL_LM"))
 
     def merge(self, model: nn.Module) -> nn.Module:
-        return model.merge_and_unload()
+        return model.merge_and_unload(safe_merge=False)  # exact, see above
 
 
 @dataclass
@@ -102,4 +109,4 @@ class IA3(Method):
             task_type="CAUSAL_LM"))
 
     def merge(self, model: nn.Module) -> nn.Module:
-        return model.merge_and_unload()
+        return model.merge_and_unload(safe_merge=False)  # exact, see above

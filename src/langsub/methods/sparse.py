@@ -6,6 +6,10 @@ the frozen weight that carries the delta. `F.linear` on it computes the frozen p
 plus a small product with the delta (`_SlicedLinear`, with a hand-written backward), so no
 full weight is copied and no full weight gradient is formed; every other op sees the
 merged weight. The frozen weight is never written to, so it stays bit-for-bit unchanged.
+
+The deltas are float32 whatever the weight's dtype (master values); they are cast to the
+activations' dtype where they are used. Merging adds them in float32 and casts once
+(`add_slices`, shared with `langsub.export`, so both give the same bits).
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from torch.nn.utils import parametrize
 from torch.utils._pytree import tree_map
 
 from langsub.errors import MaskError
+from langsub.methods.precision import master_dtype
 from langsub.model.ffn import COMPONENTS, find_ffns
 
 # The delta products are padded to a multiple of ALIGN[device type] neurons: on CUDA, a GEMM
@@ -40,7 +45,7 @@ class SlicedWeight(torch.Tensor):
 
     def materialize(self) -> torch.Tensor:
         """The merged weight as a plain tensor (differentiable w.r.t. the delta)."""
-        return self._base_w.index_add(self._dim, self._index, self._delta.to(self._base_w.dtype))
+        return add_slices(self._base_w, [(self._dim, self._index, self._delta)])
 
     def linear(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         pad = -len(self._index) % ALIGN.get(x.device.type, 1)
@@ -58,6 +63,16 @@ class SlicedWeight(torch.Tensor):
         unwrap = lambda a: a.materialize() if isinstance(a, SlicedWeight) else a  # noqa: E731
         with torch._C.DisableTorchFunctionSubclass():
             return func(*tree_map(unwrap, args), **tree_map(unwrap, kwargs))
+
+
+def add_slices(weight: torch.Tensor, slices) -> torch.Tensor:
+    """`weight` plus every `(dim, index, delta)` of `slices`, added in float32 (float64 for a
+    float64 weight) and cast once to `weight`'s dtype: a delta below half a unit in the last
+    place of a bfloat16 weight still counts where it tips the rounding. Out of place."""
+    acc = weight.to(master_dtype(weight.dtype))
+    for dim, index, delta in slices:
+        acc = acc.index_add(dim, index.to(acc.device), delta.to(acc))
+    return acc.to(weight.dtype)
 
 
 def _pad(t: torch.Tensor, dim: int, pad: int) -> torch.Tensor:
@@ -118,17 +133,33 @@ class _SlicedLinear(torch.autograd.Function):
 
 
 class NeuronDelta(nn.Module):
-    """Parametrization: weight -> weight + delta on the selected rows (dim 0) or cols (dim 1)."""
+    """Parametrization: weight -> weight + delta on the selected rows (dim 0) or cols (dim 1).
+
+    The delta is a float32 master (see `precision.py`). `offset()` is the frozen slice W_S it
+    is added to: the weight the model uses is W_S + delta (weight decay must act on that sum,
+    `training/optim.py`)."""
 
     def __init__(self, weight: torch.Tensor, index: torch.Tensor, dim: int):
         super().__init__()
         self.dim = dim
         self.register_buffer("index", index.to(device=weight.device, dtype=torch.long))
         shape = (len(index), weight.shape[1]) if dim == 0 else (weight.shape[0], len(index))
-        self.delta = nn.Parameter(torch.zeros(shape, dtype=weight.dtype, device=weight.device))
+        self.delta = nn.Parameter(torch.zeros(shape, dtype=master_dtype(weight.dtype),
+                                              device=weight.device))
+        # the weight this parametrizes (the same Parameter object becomes
+        # `parametrizations.weight.original`); kept out of the module's parameters
+        object.__setattr__(self, "_frozen", weight)
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         return SlicedWeight(weight, self.delta, self.index, self.dim)
+
+    def offset(self) -> torch.Tensor:
+        """The frozen weight's slice that the delta is added to (a copy, in its own dtype)."""
+        w = self._frozen.detach()
+        if w.dim() != 2 or w.shape[1 - self.dim] != self.delta.shape[1 - self.dim]:
+            raise RuntimeError(f"the frozen weight has shape {tuple(w.shape)}, not whole for its "
+                               f"delta {tuple(self.delta.shape)} (sharded by FSDP?)")
+        return w.index_select(self.dim, self.index)
 
 
 def check_components(components) -> list[str]:
@@ -168,7 +199,8 @@ def parametrized_linears(model: nn.Module):
 
 @torch.no_grad()
 def merge_neuron_deltas(model: nn.Module) -> nn.Module:
-    """Write the deltas into the weights and drop the parametrizations (in place)."""
+    """Write the deltas into the weights and drop the parametrizations (in place): W + delta
+    in float32, cast once to W's dtype (`add_slices`)."""
     for _, lin in parametrized_linears(model):
         merged = lin.weight.materialize()
         parametrize.remove_parametrizations(lin, "weight", leave_parametrized=False)

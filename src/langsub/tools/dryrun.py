@@ -36,29 +36,35 @@ def activation_bytes(config, tokens: int, act_bytes: int, checkpointing: bool) -
     return {"activations_gb": layers / 1e9, "logits_gb": logits / 1e9}
 
 
-def memory_plan(total: int, trainable: int, weight_bytes: int, act: dict) -> dict:
+MASTER_BYTES = 4  # trainable tensors keep float32 master values (methods/precision.py)
+
+
+def memory_plan(weights_bytes: int, trainable: int, act: dict) -> dict:
     """GB per process without sharding (FSDP divides weights, gradients and optimizer
-    state by the number of GPUs). AdamW keeps two states in the parameters' dtype."""
-    m = {"weights_gb": total * weight_bytes / 1e9,
-         "gradients_gb": trainable * weight_bytes / 1e9,
-         "optimizer_gb": 2 * trainable * weight_bytes / 1e9, **act}
+    state by the number of GPUs). `weights_bytes`: every parameter as the method left it,
+    frozen weights in the model's dtype, trainable ones float32; their gradients and AdamW's
+    two states are float32 too, whatever the model's dtype."""
+    m = {"weights_gb": weights_bytes / 1e9,
+         "gradients_gb": trainable * MASTER_BYTES / 1e9,
+         "optimizer_gb": 2 * trainable * MASTER_BYTES / 1e9, **act}
     m["peak_gb"] = sum(m.values())
     return m
 
 
 def _plan(cfg: DictConfig, method_cfg: dict, mask, config) -> dict:
-    model = meta_model(cfg.model)
+    dtype = getattr(torch, cfg.model.dtype)
+    model = meta_model(cfg.model).to(dtype)
     _, total = count_params(model)
-    model = build_method(method_cfg).prepare(model, mask)
+    model = build_method(method_cfg).apply(model, mask)
     trainable, _ = count_params(model)
-    weight_bytes = torch.finfo(getattr(torch, cfg.model.dtype)).bits // 8
-    half = weight_bytes == 2 or "16" in str(cfg.trainer.get("precision", ""))
+    weights_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    half = torch.finfo(dtype).bits == 16 or "16" in str(cfg.trainer.get("precision", ""))
     tokens = cfg.data.batch_size * cfg.data.block_size
     act = activation_bytes(config, tokens, 2 if half else 4,
                            bool(cfg.model.get("gradient_checkpointing")))
     return {"method": method_cfg["name"], "trainable_params": trainable, "total_params": total,
             "trainable_fraction": trainable / total,
-            **memory_plan(total, trainable, weight_bytes, act)}
+            **memory_plan(weights_bytes, trainable, act)}
 
 
 def dry_run(cfg: DictConfig, out_dir: Path | None = None) -> dict:
