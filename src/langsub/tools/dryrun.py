@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from langsub.io import atomic_write_text
 from langsub.methods import build_method, count_params
@@ -67,6 +67,15 @@ def _plan(cfg: DictConfig, method_cfg: dict, mask, config) -> dict:
             **memory_plan(weights_bytes, trainable, act)}
 
 
+def method_config(cfg: DictConfig, path: Path) -> dict:
+    """Another method's YAML resolved inside this run's config (its keys may refer to it,
+    e.g. `model.measured_lr.${method.name}`)."""
+    whole = OmegaConf.merge(cfg, {})
+    with open_dict(whole):
+        whole.method = OmegaConf.load(path)
+    return OmegaConf.to_container(whole.method, resolve=True)
+
+
 def dry_run(cfg: DictConfig, out_dir: Path | None = None) -> dict:
     """Trainable/total parameters and memory of the run, beside LoRA and full fine-tuning of
     the same model, from the config alone (meta device, no weights); `<out_dir>/plan.json`."""
@@ -90,8 +99,8 @@ def dry_run(cfg: DictConfig, out_dir: Path | None = None) -> dict:
     method_dir = Path(cfg.paths.root_dir) / "conf" / "method"
     for name in ("lora", "full"):
         if name != method_cfg["name"] and (method_dir / f"{name}.yaml").is_file():
-            compare[name] = _plan(cfg, OmegaConf.to_container(
-                OmegaConf.load(method_dir / f"{name}.yaml"), resolve=True), None, config)
+            compare[name] = _plan(cfg, method_config(cfg, method_dir / f"{name}.yaml"),
+                                  None, config)
     out = {"model": cfg.model.name, "method": cfg.method.name, "layers": L, "ffn_width": N,
            "neurons": int(sum(len(t) for t in mask)) if mask is not None else None,
            "neuron_source": source, "batch_size": cfg.data.batch_size,
