@@ -63,8 +63,11 @@ def _masks(run_dir: Path, target: str):
     path = run_dir / "neurons.json"
     if not path.is_file():
         return None, None
-    masks = load_neurons(path)
-    trained = load_neurons(path, [target])[target] if target in json.loads(path.read_text()) \
+    import torch
+
+    masks, data = load_neurons(path), json.loads(path.read_text())
+    # the top-level target entry is what trained (random or another language's neurons too)
+    trained = [torch.tensor(l, dtype=torch.long) for l in data[target]] if target in data \
         else None
     return masks, trained
 

@@ -111,13 +111,21 @@ def _rho_problems(cfg: DictConfig) -> list[str]:
 
 
 def _method_problems(cfg: DictConfig):
-    """(problems, the method or None): its config dataclass checks every key."""
+    """(problems, the method or None): its config dataclass checks every key; then what its
+    trainable fp32 masters need from the model dtype, the precision and the strategy."""
     from langsub.methods import build_method
+    from langsub.methods.precision import precision_problems
 
     try:
-        return [], build_method(OmegaConf.to_container(cfg.method, resolve=True))
+        method = build_method(OmegaConf.to_container(cfg.method, resolve=True))
     except ConfigError as e:
         return str(e).splitlines(), None
+    if cfg.model.get("dtype") not in DTYPES or cfg.trainer.get("precision") not in PRECISIONS:
+        return [], method  # the rules table names those
+    s = cfg.trainer.get("strategy")
+    target = str(s.get("_target_", "") if isinstance(s, DictConfig) else s or "")
+    return precision_problems(method, cfg.model.dtype, cfg.trainer.precision,
+                              sharded="fsdp" in target.lower()), method
 
 
 def _data_problems(cfg: DictConfig, method) -> list[str]:

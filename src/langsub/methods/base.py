@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from langsub.errors import ConfigError
+from langsub.tables import registrar
 from langsub.methods.precision import keep_fp32_masters, restore_dtypes
 
 
@@ -95,12 +96,7 @@ class Method:
 METHODS: dict[str, type[Method]] = {}
 
 
-def register(cls: type[Method]) -> type[Method]:
-    """Add a method to the table under `cls.name` (a name is registered once)."""
-    if cls.name in METHODS:
-        raise ValueError(f"method {cls.name!r} is registered twice")
-    METHODS[cls.name] = cls
-    return cls
+register = registrar(METHODS, "method")  # add a Method subclass under its `name`, once
 
 
 def build_method(cfg: dict) -> Method:

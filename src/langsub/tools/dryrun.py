@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from langsub.io import atomic_write_text
+from langsub.training.recipe import recipe
 from langsub.methods import build_method, count_params
 from langsub.model.ffn import find_ffns
 from langsub.model.load import meta_model, model_config
@@ -106,7 +107,8 @@ def dry_run(cfg: DictConfig, out_dir: Path | None = None) -> dict:
            "neuron_source": source, "batch_size": cfg.data.batch_size,
            "block_size": cfg.data.block_size, "precision": cfg.trainer.get("precision"),
            "gradient_checkpointing": bool(cfg.model.get("gradient_checkpointing")),
-           **{k: v for k, v in run.items() if k != "method"}, "compare": compare}
+           **{k: v for k, v in run.items() if k != "method"}, "compare": compare,
+           "recipe": recipe(cfg)}
     print_plan(out, [run, *compare.values()])
     if out_dir is not None:
         atomic_write_text(Path(out_dir) / "plan.json", json.dumps(out, indent=1))

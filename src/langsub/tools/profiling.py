@@ -118,7 +118,7 @@ def _prepare(name: str, model, mask):
             for lin, index, dim in f.slices(idx, COMPONENTS):
                 parametrize.register_parametrization(lin, "weight", NaiveDelta(lin.weight, index, dim))
         return model
-    return build_method({"name": name}).prepare(model, mask)
+    return build_method({"name": name}).apply(model, mask)
 
 
 def _worker(spec: dict, queue) -> None:

@@ -11,6 +11,7 @@ from torch import nn
 from langsub.errors import CheckpointError, ConfigError, TrainingDiverged
 from langsub.evaluation.perplexity import TokenPerplexity
 from langsub.training.checkpoints import check_trainable_keys
+from langsub.training.optim import attach_real_weight_decay
 from langsub.training.trainers import is_sharded
 
 
@@ -82,6 +83,8 @@ class CausalLMModule(L.LightningModule):
             vals["general"] = math.exp(sum(math.log(vals[l]) for l in self.general)
                                        / len(self.general))
         self.last_val = vals
+        if self.trainer.state.fn != "fit":  # the before/after measurements: metrics.json
+            return
         self.log("val/ppl", vals[self.val_langs[0]], prog_bar=True, sync_dist=False)
         for lang, v in vals.items():
             if len(vals) > 1:
@@ -116,6 +119,7 @@ class CausalLMModule(L.LightningModule):
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt = self.optimizer_factory(params)
+        attach_real_weight_decay(opt, self.model)  # a neuron delta decays W_S + Δ, not Δ
         if self.scheduler_factory is None:
             return opt
         sched = self.scheduler_factory(opt, total_steps=max(1, self.trainer.max_steps))
