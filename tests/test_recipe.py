@@ -154,3 +154,17 @@ def test_compare_sweep_end_to_end(tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "hydra.sweeper.seeds=[]: allowed is a non-empty list" \
         in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_last_step_is_validated_and_shipped(tmp_path):
+    """A budget that is not a multiple of the validation interval: the last step is
+    validated too, kept when it is the best, and metrics.json says which step shipped."""
+    from langsub.run import run
+
+    cfg = _compose(["debug=fast", "train.max_steps=3", "train.val_every_n_steps=2",
+                    "scheduler=constant", "train.lr=3e-3", "export=false",
+                    f"paths.output_dir={tmp_path / 'run'}", f"paths.cache_dir={tmp_path / 'c'}"])
+    m = run(cfg)
+    assert m["optimizer_steps"] == 3 and m["best_step"] == 3  # not step 2, the last validated
+    assert m["tokens_seen"] == 3 * 16 * 128  # what was trained, not restored from a checkpoint
+    assert m["valid_ppl_after/target"] < m["valid_ppl_before/target"]
