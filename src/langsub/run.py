@@ -20,6 +20,7 @@ from langsub.analysis import AnalysisContext, figures, wanted
 from langsub.analysis.registry import run_after, run_before
 from langsub.data.datamodule import LangDataModule
 from langsub.evaluation.benchmarks import run_phase as lm_eval_phase
+from langsub.evaluation.perplexity import geomean
 from langsub.io import atomic_write_text
 from langsub.methods import Method, build_method, count_params
 from langsub.model.load import load_model, load_tokenizer
@@ -51,11 +52,6 @@ class Job:
     actx: AnalysisContext | None = None
     delta: dict | None = None
     metrics: dict = field(default_factory=dict)
-
-
-def geomean(values) -> float:
-    values = list(values)
-    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
 
 
 def build_datamodule(cfg: DictConfig, tok) -> LangDataModule:

@@ -122,10 +122,8 @@ def _method_problems(cfg: DictConfig):
         return str(e).splitlines(), None
     if cfg.model.get("dtype") not in DTYPES or cfg.trainer.get("precision") not in PRECISIONS:
         return [], method  # the rules table names those
-    s = cfg.trainer.get("strategy")
-    target = str(s.get("_target_", "") if isinstance(s, DictConfig) else s or "")
     return precision_problems(method, cfg.model.dtype, cfg.trainer.precision,
-                              sharded="fsdp" in target.lower()), method
+                              sharded="fsdp" in _strategy(cfg).lower()), method
 
 
 def _data_problems(cfg: DictConfig, method) -> list[str]:
@@ -211,12 +209,17 @@ def _local_configs(path: str) -> list[str]:
         return []
 
 
+def _strategy(cfg: DictConfig) -> str:
+    """The trainer's strategy as a name: its `_target_` or the string (`ddp`, ``)."""
+    s = cfg.trainer.get("strategy")
+    return str(s.get("_target_", "") if isinstance(s, DictConfig) else s or "")
+
+
 def _trainer_problems(cfg: DictConfig) -> list[str]:
     """Accumulation; FSDP: GPUs only (Lightning's rule), and an unsharded strategy for the
     passes that run before the method is applied."""
     t, out = cfg.trainer, []
-    s = t.get("strategy")
-    target = str(s.get("_target_", "") if isinstance(s, DictConfig) else s or "")
+    target = _strategy(cfg)
     if "fsdp" not in target.lower():
         return out
     if t.get("accelerator") not in ("gpu", "cuda") and not target.endswith("CPUFSDPStrategy"):

@@ -7,6 +7,8 @@ probability 0 and its perplexity to inf.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torchmetrics import Metric
 
@@ -69,3 +71,9 @@ def perplexity(model, ds, batch_size: int = 32) -> float:
                        attention_mask=b["attention_mask"].to(device)).logits
         metric.update(logits[:, :-1], b["labels"][:, 1:].to(device))
     return float(metric.compute())
+
+
+def geomean(values) -> float:
+    """Geometric mean (the "general" perplexity over several languages); nan for none."""
+    values = list(values)
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")

@@ -1,7 +1,6 @@
 """The LightningModule: a transformers causal LM fine-tuned by one method, with perplexities."""
 from __future__ import annotations
 
-import math
 import time
 
 import lightning as L
@@ -9,7 +8,7 @@ import torch
 from torch import nn
 
 from langsub.errors import CheckpointError, ConfigError, TrainingDiverged
-from langsub.evaluation.perplexity import TokenPerplexity
+from langsub.evaluation.perplexity import TokenPerplexity, geomean
 from langsub.training.checkpoints import check_trainable_keys
 from langsub.training.optim import attach_real_weight_decay
 from langsub.training.trainers import is_sharded
@@ -80,8 +79,7 @@ class CausalLMModule(L.LightningModule):
         for m in self.val_ppl:
             m.reset()
         if self.general and all(l in vals for l in self.general):
-            vals["general"] = math.exp(sum(math.log(vals[l]) for l in self.general)
-                                       / len(self.general))
+            vals["general"] = geomean(vals[l] for l in self.general)
         self.last_val = vals
         if self.trainer.state.fn != "fit":  # the before/after measurements: metrics.json
             return
