@@ -302,7 +302,7 @@ def test_export_cli_reproduces_the_run_export_bit_for_bit(tmp_path, tok):
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from langsub.export import export_model, main
+    from langsub.export import delta_metadata, export_model, main
 
     model = embedded_bf16()
     method = build_method({"name": "lape"})
@@ -315,7 +315,8 @@ def test_export_cli_reproduces_the_run_export_bit_for_bit(tmp_path, tok):
     delta = method.delta(model)
     assert all(v.dtype == torch.float32 for k, v in delta.items() if k.endswith(".delta"))
     run = tmp_path / "run"
-    export_model(run, method.merge(model), tok, delta, "lape")
+    meta = delta_metadata(model, delta, method="lape")
+    export_model(run, method.merge(model), tok, delta, meta)
     with safe_open(str(run / "delta.safetensors"), "pt") as f:
         assert f.metadata()["dtype"] == "bfloat16"
     main(["--base", str(TINY), "--delta", str(run / "delta.safetensors"),

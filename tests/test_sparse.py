@@ -142,12 +142,15 @@ def test_fused_gate_up_phi3():
 def test_deltas_apply_and_compose(tmp_path):
     from safetensors.torch import save_file
 
+    from langsub.export import delta_metadata
+
     trained = []
     for seed, mask in ((0, MASK), (1, [torch.tensor([5, 9]), torch.tensor([63])])):
         m = tiny_llama()
         add_neuron_deltas(m, mask)
         _train(m, seed=seed)
-        save_file(delta_state(m), tmp_path / f"d{seed}.safetensors")
+        d = delta_state(m)
+        save_file(d, tmp_path / f"d{seed}.safetensors", metadata=delta_metadata(m, d))
         trained.append(merge_neuron_deltas(m).state_dict())
     base = tiny_llama().state_dict()
     one = apply_deltas(tiny_llama(), [tmp_path / "d0.safetensors"]).state_dict()
@@ -206,7 +209,7 @@ def test_exported_model_gives_the_trained_logits(tmp_path, embedded):
     with torch.no_grad():
         trained = model(input_ids=x).logits
     delta = method.delta(model)
-    export_model(tmp_path, method.merge(model), tok, delta, "lape")
+    export_model(tmp_path, method.merge(model), tok, delta)
     plain = AutoModelForCausalLM.from_pretrained(tmp_path / "export", dtype=torch.float32).eval()
     with torch.no_grad():
         assert (plain(input_ids=x).logits - trained).abs().max() <= 1e-5

@@ -91,7 +91,7 @@ def analyze(run_dir: Path, overrides: list[str]) -> dict:
     problems = run_problems(run_dir, analyses, benchmarks)
     if problems:
         raise ConfigError("\n".join(problems))
-    model, tok = load_model(cfg.model)
+    model, tok = load_model(cfg.model, quantized=False)  # the base a delta is shipped on
     dm = build_datamodule(cfg, tok)
     masks, trained = _masks(run_dir, cfg.lang.code)
     delta_file = run_dir / "delta.safetensors"

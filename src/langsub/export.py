@@ -3,7 +3,7 @@
 Apply deltas to a base model (several languages compose into one model):
 
     python -m langsub.export --base assets/tiny-llama --out merged/ \
-        --delta outputs/lape/af/<time>/delta.safetensors outputs/lape/is/<time>/delta.safetensors
+        --delta outputs/lape/af/<time>/delta.safetensors --delta outputs/lape/is/<time>/delta.safetensors
 
 Each delta is "trained slice - base slice" for its own neurons, in float32. Deltas add: where
 two languages share a neuron, the merged slice is base + delta_1 + delta_2 (task arithmetic);
@@ -11,32 +11,68 @@ everywhere else each delta acts alone, exactly as in its own run. The base loads
 the run used (the deltas' metadata; `--dtype` overrides) and the sums are the run's own merge
 (`methods.sparse.add_slices`: float32, cast once), so one delta reproduces the run's `export/`
 bit for bit.
+
+A delta is a portable artifact: its safetensors header names the base it was trained on
+(`base_model`, and `base_fingerprint`, a hash of the base's values at the delta's slices),
+the language, method, rho, neuron count, components and the langsub version. A base of other
+shapes is refused; a base with other values there (a sibling: the instruct model of the same
+shapes) gets the delta with a one-line notice. `--delta` also takes a hub id (`owner/name`,
+or `owner/name:file.safetensors`); `--push-to-hub REPO` uploads the merged model.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
+import re
 import shutil
+import sys
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from langsub.errors import CheckpointError
+from langsub import __version__
+from langsub.errors import CheckpointError, LangsubError
 from langsub.io import atomic_write
 from langsub.methods.precision import dtype_name
-from langsub.methods.sparse import add_slices
+from langsub.methods.sparse import add_delta_states, check_delta_state, frozen_weight
 
 DTYPES = ("float32", "bfloat16", "float16")
+FORMAT, FORMAT_VERSION = "langsub-neuron-delta", "1"
+HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+(:[\w./-]+)?$")
+
+
+def fingerprint(model: torch.nn.Module, delta: dict) -> str:
+    """sha256 of the base's values at the delta's slices (float32 bytes, linears sorted):
+    equal for the same base whatever file holds it, different for a sibling or a fine-tune.
+    `model` is the base, or a model whose deltas are not merged yet (its frozen weights)."""
+    modules, h = dict(model.named_modules()), hashlib.sha256()
+    for name in check_delta_state(model, "the delta", delta):
+        w = frozen_weight(modules[name])
+        dim, index = int(delta[f"{name}.dim"]), delta[f"{name}.index"]
+        part = w.detach().index_select(dim, index.to(w.device)).float().cpu().contiguous()
+        h.update(name.encode())
+        h.update(part.numpy().tobytes())
+    return h.hexdigest()
+
+
+def delta_metadata(model: torch.nn.Module, delta: dict, **facts) -> dict[str, str]:
+    """The header of `delta.safetensors`: format, langsub version, the base's fingerprint
+    (`model` holds the base weights at the delta's slices) and `facts` (base_model, lang,
+    method, rho, neurons, components, dtype), every value a string as safetensors wants."""
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "langsub_version": __version__,
+            "base_fingerprint": fingerprint(model, delta),
+            **{k: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+               for k, v in facts.items()}}
 
 
 def export_model(out_dir: Path, merged, tokenizer, delta: dict | None = None,
-                 method_name: str = "") -> Path:
-    """Write `delta.safetensors` (if given; its metadata names the merged model's dtype, the
-    one the base is loaded in to apply it) and `export/` (the merged model, plain keys)."""
+                 meta: dict | None = None) -> Path:
+    """Write `delta.safetensors` (if given, with its header `meta`) and `export/` (the merged
+    model, plain keys), each atomically."""
     if delta:
-        meta = {"format": "langsub-neuron-delta", "method": method_name,
-                "dtype": dtype_name(next(merged.parameters()).dtype)}
+        meta = {**(meta or {}), "dtype": dtype_name(next(merged.parameters()).dtype)}
         atomic_write(out_dir / "delta.safetensors", lambda p: save_file(delta, p, metadata=meta))
     final, tmp = out_dir / "export", out_dir / ".export.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -47,64 +83,129 @@ def export_model(out_dir: Path, merged, tokenizer, delta: dict | None = None,
     return final
 
 
-@torch.no_grad()
-def apply_deltas(model: torch.nn.Module, paths: list[str | Path]) -> torch.nn.Module:
-    """Add every `delta.safetensors` in `paths` to `model`'s weights, in place: each weight's
-    deltas summed in float32 and cast once. Every file is checked before a weight changes."""
-    modules = dict(model.named_modules())
-    slices: dict[str, list] = {}
-    for path in paths:
-        t = load_file(str(path))
-        names = sorted({k.rsplit(".", 1)[0] for k in t})
-        missing = [n for n in names if n not in modules]
-        if missing:
-            raise CheckpointError(f"{path}: the model has no module {missing[0]} "
-                             f"({len(missing)} of {len(names)} missing): another architecture?")
-        for name in names:
-            w = modules[name].weight
-            dim, index, delta = int(t[f"{name}.dim"]), t[f"{name}.index"], t[f"{name}.delta"]
-            expect = (len(index), w.shape[1]) if dim == 0 else (w.shape[0], len(index))
-            if tuple(delta.shape) != expect or int(index.max()) >= w.shape[dim]:
-                raise CheckpointError(f"{path}: {name} delta {tuple(delta.shape)} does not fit "
-                                 f"weight {tuple(w.shape)}")
-            slices.setdefault(name, []).append((dim, index, delta))
-    for name, parts in slices.items():
-        w = modules[name].weight
-        w.copy_(add_slices(w, parts))
-    return model
-
-
-def delta_dtype(paths: list[str | Path]) -> str:
-    """The dtype the deltas' run loaded its model in (their metadata; float32 if absent)."""
-    found = set()
-    for path in paths:
+def read_delta(path: str | Path) -> tuple[dict, dict]:
+    """(tensors, header) of a delta file; CheckpointError in one line when it is unreadable,
+    has no langsub header, or a format version this langsub cannot read."""
+    try:
         with safe_open(str(path), "pt") as f:
-            found.add((f.metadata() or {}).get("dtype", "float32"))
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file "
+                              f"({str(e).splitlines()[0][:120]})") from None
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: no langsub delta header (format={meta.get('format')!r});"
+                              f" expected a delta.safetensors written by langsub")
+    version = meta.get("format_version", FORMAT_VERSION)
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: delta format version {version} (langsub "
+                              f"{meta.get('langsub_version', '?')}); this langsub {__version__} "
+                              f"reads version {FORMAT_VERSION}")
+    bad = [k for k in tensors if not k.endswith((".delta", ".index", ".dim"))]
+    if not tensors or bad:
+        raise CheckpointError(f"{path}: not a neuron delta (tensor {bad[0] if bad else 'none'})")
+    return tensors, meta
+
+
+def resolve_delta(spec: str) -> Path:
+    """A local delta file, or `owner/name[:file]` downloaded from the hub (one line if not)."""
+    if Path(spec).is_file():
+        return Path(spec)
+    if not HUB_ID.match(spec):
+        raise CheckpointError(f"--delta {spec}: no such file (nor a hub id owner/name[:file])")
+    from huggingface_hub import hf_hub_download
+
+    repo, _, filename = spec.partition(":")
+    try:
+        return Path(hf_hub_download(repo, filename or "delta.safetensors"))
+    except Exception as e:  # offline, unknown repo, missing file: hub's many error types
+        raise CheckpointError(f"--delta {spec}: not a local file and not downloadable from the "
+                              f"hub ({type(e).__name__})") from None
+
+
+@torch.no_grad()
+def apply_deltas(model: torch.nn.Module, paths: list[str | Path], notify=print) -> torch.nn.Module:
+    """Add every delta file in `paths` to `model`'s weights, in place (float32 sums, cast
+    once). Every file is read and checked against the model before a weight changes; a base
+    whose values at a delta's slices differ from its training base gets a `notify` line."""
+    deltas = [(str(p), *read_delta(p)) for p in paths]
+    for path, tensors, _ in deltas:
+        check_delta_state(model, path, tensors)
+    for path, tensors, meta in deltas:
+        have = fingerprint(model, tensors)
+        if meta.get("base_fingerprint") not in (None, have):
+            notify(f"notice: {path} was trained on {meta.get('base_model', '?')} (fingerprint "
+                   f"{meta['base_fingerprint'][:12]}); this base's is {have[:12]}: applying it "
+                   "to a sibling of the same shapes")
+    return add_delta_states(model, [(path, tensors) for path, tensors, _ in deltas])
+
+
+def delta_dtype(metas: list[dict]) -> str:
+    """The dtype the deltas' run loaded its model in (their headers)."""
+    found = {m.get("dtype", "float32") for m in metas}
     if len(found) > 1:
         raise CheckpointError(f"the deltas come from runs in different dtypes {sorted(found)}: "
                               "choose one with --dtype")
     dtype = found.pop()
     if dtype not in DTYPES:
-        raise CheckpointError(f"delta metadata dtype={dtype!r}: expected one of {DTYPES}")
+        raise CheckpointError(f"delta header dtype={dtype!r}: expected one of {DTYPES}")
     return dtype
 
 
-def main(argv=None) -> None:
+def push_to_hub(out: Path, repo: str) -> None:
+    """Upload the exported folder with the hub's own calls (create the repo if needed)."""
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    api.create_repo(repo, exist_ok=True)
+    api.upload_folder(repo_id=repo, folder_path=str(out))
+
+
+def export(base: str, out: Path, specs: list[str], dtype: str | None = None,
+           push: str | None = None) -> Path:
+    """Everything `python -m langsub.export` does; nothing is written unless every delta
+    fits the base."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    paths = [resolve_delta(s) for s in specs]
+    metas = [read_delta(p)[1] for p in paths]  # every file checked before the base loads
+    dtype = dtype or delta_dtype(metas)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, dtype))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"--base {base}: cannot load a causal LM "
+                              f"({str(e).splitlines()[0][:120]})") from None
+    apply_deltas(model, paths)
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(base).save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    langs = ", ".join(m.get("lang", "?") for m in metas)
+    print(f"applied {len(paths)} delta(s) ({langs}) to {base} ({dtype}) -> {out}")
+    if push:
+        push_to_hub(out, push)
+        print(f"pushed {out} to the hub as {push}")
+    return out
+
+
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Apply langsub neuron deltas to a base model.")
     ap.add_argument("--base", required=True, help="base model directory or hub id")
-    ap.add_argument("--delta", nargs="+", required=True, help="delta.safetensors files")
+    ap.add_argument("--delta", nargs="+", action="extend", required=True,
+                    help="delta.safetensors files or hub ids owner/name[:file] (repeatable)")
     ap.add_argument("--out", required=True, help="output directory (save_pretrained)")
     ap.add_argument("--dtype", choices=DTYPES, default=None,
                     help="load the base in this dtype (default: the one the deltas' run used)")
+    ap.add_argument("--push-to-hub", default=None, metavar="REPO",
+                    help="upload the merged model to this hub repo")
     a = ap.parse_args(argv)
-    dtype = a.dtype or delta_dtype(a.delta)
-    model = AutoModelForCausalLM.from_pretrained(a.base, dtype=getattr(torch, dtype))
-    apply_deltas(model, a.delta)
-    model.save_pretrained(a.out)
-    AutoTokenizer.from_pretrained(a.base).save_pretrained(a.out)
-    print(f"applied {len(a.delta)} delta(s) to {a.base} ({dtype}) -> {a.out}")
+    try:
+        export(a.base, Path(a.out), a.delta, a.dtype, a.push_to_hub)
+    except LangsubError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ run through their registries, so `python -m langsub.analyze` runs the same code.
 """
 from __future__ import annotations
 
+import gc
 import json
 import math
 import time
@@ -51,6 +52,7 @@ class Job:
     analyses: list = field(default_factory=list)
     actx: AnalysisContext | None = None
     delta: dict | None = None
+    delta_meta: dict | None = None
     metrics: dict = field(default_factory=dict)
 
 
@@ -110,15 +112,27 @@ def setup(cfg: DictConfig) -> Job:
 
 
 def measure_before(job: Job) -> None:
-    """Perplexities of the untouched model, the neurons, benchmarks and analyses before."""
+    """Perplexities of the untouched model and the neurons; then (unless the base is
+    quantized: `ship_on_full_precision`) benchmarks and analyses before."""
     cfg, module = job.cfg, job.module
     # this also starts the distributed processes, so that later decisions (cache hit,
     # resume) can be shared between them
-    evaluate(job, "before")
-    if job.method.needs_neurons:
+    evaluate(job, "before_quantized" if quantized(cfg) else "before")
+    if job.method.needs_neurons:  # from the model that trains (a quantized one: its own)
         job.ident = identify(cfg, module, job.dm, job.method.source(cfg.lang.code))
         job.trained_mask = job.method.neurons(job.ident.masks, cfg.lang.code, module.model,
                                               cfg.seed)
+    if not quantized(cfg):
+        measure_base(job)
+
+
+def quantized(cfg: DictConfig) -> bool:
+    return cfg.model.get("quantize") is not None
+
+
+def measure_base(job: Job) -> None:
+    """Benchmarks and analyses of the base the trained tensors are shipped on."""
+    cfg, module = job.cfg, job.module
     device = job.evaluator.strategy.root_device
     job.metrics.update(lm_eval_phase(module.model, job.tok, cfg, "before", module.logger, device))
     job.analyses = wanted(cfg.get("analysis"))
@@ -201,12 +215,51 @@ def measure_after(job: Job) -> None:
     restore_best(job)
     module = job.module
     job.delta = job.method.delta(module.model)
-    module.model = job.method.merge(module.model)  # a plain transformers model from here on
+    if quantized(job.cfg):
+        evaluate(job, "after_quantized")
+        ship_on_full_precision(job)
+    else:
+        job.delta_meta = delta_header(job)  # fingerprints the frozen base: before the merge
+        module.model = job.method.merge(module.model)  # a plain transformers model from here
     evaluate(job, "after")
     device = job.evaluator.strategy.root_device
     job.metrics.update(lm_eval_phase(module.model, job.tok, job.cfg, "after", module.logger,
                                      device))
     job.metrics.update(run_after(job.analyses, job.actx, module.model, job.delta))
+
+
+def ship_on_full_precision(job: Job) -> None:
+    """A quantized run ships its trained tensors on the full-precision base (as QLoRA merges
+    into bf16): the quantized model is freed, the base loaded in `model.dtype`, measured
+    before (perplexity, benchmarks, analyses) and merged with the trained tensors."""
+    state = job.method.trained_state(job.module.model)
+    job.delta = {k: v.cpu() for k, v in job.delta.items()} if job.delta else None
+    job.module.model = None
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    base, _ = load_model(job.cfg.model, job.tok, quantized=False)
+    job.module.model = base
+    evaluate(job, "before")
+    measure_base(job)
+    job.delta_meta = delta_header(job)
+    job.module.model = job.method.rebase(job.module.model, state)
+
+
+def delta_header(job: Job) -> dict | None:
+    """`delta.safetensors`' header: what the delta is and which base it was trained on
+    (`job.module.model` still holds that base's weights at the delta's slices)."""
+    if not job.delta:
+        return None
+    from langsub.export import delta_metadata
+
+    cfg, m = job.cfg, job.cfg.model
+    base = (m.get("path") or m.hub_id) + (f"@{m.revision}" if m.get("revision") else "")
+    return delta_metadata(job.module.model, job.delta, base_model=base, lang=cfg.lang.code,
+                          method=job.method.name, rho=cfg.rho,
+                          neurons=int(sum(len(t) for t in job.trained_mask)),
+                          components=list(cfg.method.get("components") or []),
+                          quantize=m.get("quantize"))
 
 
 def collect_metrics(job: Job) -> dict:
@@ -228,6 +281,11 @@ def collect_metrics(job: Job) -> dict:
          "ppl_after/target": r.get(f"ppl_after/{target}"),
          "ppl_before/general": geomean(r[f"ppl_before/{l}"] for l in general),
          "ppl_after/general": geomean(r[f"ppl_after/{l}"] for l in general)}
+    if quantized(cfg):  # the model that trained, beside the shipped one
+        m["quantize"] = cfg.model.quantize
+        for phase in ("before_quantized", "after_quantized"):
+            m[f"ppl_{phase}/target"] = r.get(f"ppl_{phase}/{target}")
+            m[f"ppl_{phase}/general"] = geomean(r[f"ppl_{phase}/{l}"] for l in general)
     return m
 
 
@@ -247,7 +305,7 @@ def write_outputs(job: Job) -> dict:
                                job.ident.n_tokens)
     if cfg.export:
         from langsub.export import export_model
-        export_model(out_dir, module.model, job.tok, job.delta, job.method.name)
+        export_model(out_dir, module.model, job.tok, job.delta, job.delta_meta)
     atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=1))
     if module.logger is not None:
         module.logger.log_hyperparams(

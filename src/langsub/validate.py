@@ -63,7 +63,7 @@ RULES = {
     "objective": _choice("target", "target_and_general"),
     "general": _langs(1), "analysis_eval_tokens": _int(1), "resume": _bool(),
     "dry_run": _bool(), "export": _bool(), "debug_errors": _bool(),
-    "model.dtype": _choice(*DTYPES),
+    "model.dtype": _choice(*DTYPES), "model.quantize": _choice(None, "nf4", "int8"),
     "model.revision": ((lambda v: v is None or isinstance(v, str) and v != ""),
                        "a hub commit, branch or tag, or null"), "model.gradient_checkpointing": _bool(),
     "model.attn_implementation": _choice(None, "eager", "sdpa", "flash_attention_2",
@@ -123,7 +123,26 @@ def _method_problems(cfg: DictConfig):
     if cfg.model.get("dtype") not in DTYPES or cfg.trainer.get("precision") not in PRECISIONS:
         return [], method  # the rules table names those
     return precision_problems(method, cfg.model.dtype, cfg.trainer.precision,
-                              sharded="fsdp" in _strategy(cfg).lower()), method
+                              sharded="fsdp" in _strategy(cfg).lower()) \
+        + _quantize_problems(cfg, method), method
+
+
+def _quantize_problems(cfg: DictConfig, method) -> list[str]:
+    """A quantized base: a method that keeps it frozen, no sharding, a backend that runs here."""
+    from langsub.model.quantize import backend_problems
+
+    q = cfg.model.get("quantize")
+    if q not in ("nf4", "int8"):
+        return []  # null, or a bad value the rules table names
+    out = []
+    if not method.supports_quantized:
+        out.append(f"method={method.name} with model.quantize={q}: it trains the base's own "
+                   "weights, which a quantized base stores packed and frozen; allowed is "
+                   "method=lape, random, lora or ia3, or model.quantize=null")
+    if "fsdp" in _strategy(cfg).lower():
+        out.append(f"model.quantize={q} under FSDP: FSDP cannot shard packed weights here; "
+                   "use a strategy without sharding, or model.quantize=null")
+    return out + backend_problems(q, cfg.trainer.get("accelerator", "auto"))
 
 
 def _data_problems(cfg: DictConfig, method) -> list[str]:

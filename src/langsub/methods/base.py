@@ -12,9 +12,11 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 from langsub.errors import ConfigError
+from langsub.model.quantize import logical_numel
 from langsub.tables import registrar
 from langsub.methods.precision import keep_fp32_masters, restore_dtypes
 
@@ -52,17 +54,21 @@ class Method:
     """Base class. `needs_neurons`: the method trains a neuron subnetwork (lape, random).
     `needs_autocast`: its float32 weights replace the model's own, so on a half-precision
     model they compute only under autocast (`precision.precision_problems`).
-    `trains_all_weights`: nothing stays frozen (one dtype throughout, even under FSDP)."""
+    `trains_all_weights`: nothing stays frozen (one dtype throughout, even under FSDP).
+    `supports_quantized`: it keeps the base's weights frozen, so they may be quantized
+    (`model.quantize`)."""
 
     name = "base"
     needs_neurons = False
     needs_autocast = False
     trains_all_weights = False
+    supports_quantized = True
     Config = MethodConfig
 
     def __init__(self, config: MethodConfig):
         self.config = config
         self.loaded_dtypes: dict = {}  # trainable parameter -> its dtype before `apply`
+        self.applied_neurons = None     # what `apply` was given (`rebase` applies it again)
 
     def source(self, lang: str) -> str:
         """The language whose neurons train when `lang` is the target."""
@@ -77,6 +83,7 @@ class Method:
         trainable tensor float32, frozen weights in the model's dtype)."""
         model = self.prepare(model, neurons)
         self.loaded_dtypes = keep_fp32_masters(model)
+        self.applied_neurons = neurons
         return model
 
     def prepare(self, model: nn.Module, neurons=None) -> nn.Module:
@@ -87,6 +94,25 @@ class Method:
         """The trained model as a plain transformers model (in place where possible), in the
         dtype it was loaded in: here, the float32 masters cast back once."""
         return restore_dtypes(model, self.loaded_dtypes)
+
+    def trained_state(self, model: nn.Module) -> dict:
+        """CPU copies of what trained, by parameter name (what `rebase` puts on a base)."""
+        return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters()
+                if p.requires_grad}
+
+    @torch.no_grad()
+    def rebase(self, base: nn.Module, state: dict) -> nn.Module:
+        """`state` (from `trained_state`) on another base of the same shapes, merged: how a
+        quantized run ships its training on the full-precision base (QLoRA's merge)."""
+        model = self.apply(base, self.applied_neurons)
+        params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        if set(params) != set(state):
+            odd = sorted(set(params) ^ set(state))
+            raise KeyError(f"trained tensors and the rebased model differ in {len(odd)} names, "
+                           f"e.g. {odd[0]}")
+        for name, t in state.items():
+            params[name].copy_(t)
+        return self.merge(model)
 
     def delta(self, model: nn.Module) -> dict | None:
         """The trained tensors alone, for `delta.safetensors`; None if not meaningful."""
@@ -116,7 +142,8 @@ def build_method(cfg: dict) -> Method:
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) where total counts the base model once (not the deltas/adapters)."""
+    """(trainable, total) where total counts the base model once (not the deltas/adapters);
+    a quantized weight counts its weights, not its packed bytes."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    total = sum(logical_numel(p) for p in model.parameters())
     return trainable, total

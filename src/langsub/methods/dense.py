@@ -16,6 +16,7 @@ class Full(Method):
     name = "full"
     needs_autocast = True
     trains_all_weights = True
+    supports_quantized = False
 
     def prepare(self, model: nn.Module, neurons=None) -> nn.Module:
         for p in model.parameters():
@@ -27,6 +28,7 @@ class Full(Method):
 class FFNOnly(Method):
     name = "ffn"
     needs_autocast = True
+    supports_quantized = False
 
     def prepare(self, model: nn.Module, neurons=None) -> nn.Module:
         for p in model.parameters():

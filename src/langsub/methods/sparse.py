@@ -10,6 +10,11 @@ merged weight. The frozen weight is never written to, so it stays bit-for-bit un
 The deltas are float32 whatever the weight's dtype (master values); they are cast to the
 activations' dtype where they are used. Merging adds them in float32 and casts once
 (`add_slices`, shared with `langsub.export`, so both give the same bits).
+
+A quantized linear (`model.quantize`) cannot be parametrized: its weight is packed bytes.
+There a `HookedNeuronDelta` child adds the delta's product to the layer's output (frozen
+quantized product + delta product; bitsandbytes keeps only the packed weight for backward
+and dequantizes it again there), and the delta is shipped on the full-precision base.
 """
 from __future__ import annotations
 
@@ -19,9 +24,10 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.utils._pytree import tree_map
 
-from langsub.errors import MaskError
+from langsub.errors import CheckpointError, MaskError
 from langsub.methods.precision import master_dtype
 from langsub.model.ffn import COMPONENTS, find_ffns
+from langsub.model.quantize import dense_weight, is_quantized
 
 # The delta products are padded to a multiple of ALIGN[device type] neurons: on CUDA, a GEMM
 # with a dimension that is not a multiple of 8 misses the tensor-core kernels (an H100 ran
@@ -162,6 +168,36 @@ class NeuronDelta(nn.Module):
         return w.index_select(self.dim, self.index)
 
 
+class HookedNeuronDelta(nn.Module):
+    """For a quantized linear: its output plus the delta's product on the selected rows
+    (dim 0: those output features) or columns (dim 1: those inputs), by a forward hook.
+    Same attributes as `NeuronDelta` (`dim`, `index`, `delta`, `offset()`)."""
+
+    def __init__(self, linear: nn.Module, index: torch.Tensor, dim: int):
+        super().__init__()
+        self.dim = dim
+        self.register_buffer("index", index.to(device=linear.weight.device, dtype=torch.long))
+        shape = (len(index), linear.in_features) if dim == 0 else (linear.out_features, len(index))
+        self.delta = nn.Parameter(torch.zeros(shape, dtype=torch.float32,
+                                              device=linear.weight.device))
+        object.__setattr__(self, "_linear", linear)  # not a child: the hook's owner
+        self._slice = None
+        self.handle = linear.register_forward_hook(self.add_product)
+
+    def add_product(self, linear: nn.Module, args, out: torch.Tensor) -> torch.Tensor:
+        x, d = args[0], self.delta.to(out.dtype)
+        if self.dim == 0:
+            return out.index_add(-1, self.index, F.linear(x.to(out.dtype), d))
+        return out + F.linear(x.index_select(-1, self.index).to(out.dtype), d)
+
+    @torch.no_grad()
+    def offset(self) -> torch.Tensor:
+        """The dequantized frozen slice W_S (computed once: the packed weight never changes)."""
+        if self._slice is None or self._slice.device != self.delta.device:
+            self._slice = dense_weight(self._linear).index_select(self.dim, self.index).clone()
+        return self._slice
+
+
 def check_components(components) -> list[str]:
     bad = [c for c in components if c not in COMPONENTS]
     if bad or not components:
@@ -184,23 +220,41 @@ def add_neuron_deltas(model: nn.Module, neurons: list[torch.Tensor],
         if len(idx) == 0:
             continue
         for lin, index, dim in ffn.slices(torch.as_tensor(idx, dtype=torch.long), components):
+            if is_quantized(lin):
+                lin.neuron_delta = HookedNeuronDelta(lin, index, dim)
+                deltas.append(lin.neuron_delta.delta)
+                continue
             parametrize.register_parametrization(lin, "weight", NeuronDelta(lin.weight, index, dim))
             lin.parametrizations.weight.original.requires_grad_(False)
             deltas.append(lin.parametrizations.weight[0].delta)
     return deltas
 
 
+def neuron_deltas(model: nn.Module) -> list[tuple[str, nn.Module, nn.Module]]:
+    """(linear's name, linear, its NeuronDelta or HookedNeuronDelta) for every trained linear."""
+    out = []
+    for n, m in model.named_modules():
+        if isinstance(getattr(m, "neuron_delta", None), HookedNeuronDelta):
+            out.append((n, m, m.neuron_delta))
+        elif parametrize.is_parametrized(m, "weight") \
+                and isinstance(m.parametrizations.weight[0], NeuronDelta):
+            out.append((n, m, m.parametrizations.weight[0]))
+    return out
+
+
 def parametrized_linears(model: nn.Module):
-    """(name, linear) for every linear that carries a NeuronDelta."""
-    return [(n, m) for n, m in model.named_modules()
-            if parametrize.is_parametrized(m, "weight")
-            and isinstance(m.parametrizations.weight[0], NeuronDelta)]
+    """(name, linear) for every (unquantized) linear that carries a NeuronDelta."""
+    return [(n, m) for n, m, d in neuron_deltas(model) if isinstance(d, NeuronDelta)]
 
 
 @torch.no_grad()
 def merge_neuron_deltas(model: nn.Module) -> nn.Module:
     """Write the deltas into the weights and drop the parametrizations (in place): W + delta
-    in float32, cast once to W's dtype (`add_slices`)."""
+    in float32, cast once to W's dtype (`add_slices`). A quantized base cannot take them:
+    its deltas are shipped on the full-precision base (`Method.rebase`)."""
+    if len(parametrized_linears(model)) != len(neuron_deltas(model)):
+        raise RuntimeError("the deltas of a quantized base are merged into the full-precision "
+                           "base (Method.rebase), not into packed weights")
     for _, lin in parametrized_linears(model):
         merged = lin.weight.materialize()
         parametrize.remove_parametrizations(lin, "weight", leave_parametrized=False)
@@ -211,8 +265,7 @@ def merge_neuron_deltas(model: nn.Module) -> nn.Module:
 def delta_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The trained slices only: `<linear>.delta`, `<linear>.index`, `<linear>.dim`."""
     out = {}
-    for name, lin in parametrized_linears(model):
-        p = lin.parametrizations.weight[0]
+    for name, _, p in neuron_deltas(model):
         out[f"{name}.delta"] = p.delta.detach().contiguous()
         out[f"{name}.index"] = p.index.detach().clone()
         out[f"{name}.dim"] = torch.tensor(p.dim)
@@ -222,8 +275,52 @@ def delta_state(model: nn.Module) -> dict[str, torch.Tensor]:
 def original_slices(model: nn.Module) -> dict[str, torch.Tensor]:
     """The frozen weight at the trained indices, `<linear>` -> slice (what a reversal puts back)."""
     out = {}
-    for name, lin in parametrized_linears(model):
-        p = lin.parametrizations.weight[0]
-        w = lin.parametrizations.weight.original.detach()
+    for name, lin, p in neuron_deltas(model):
+        w = lin.parametrizations.weight.original.detach() if isinstance(p, NeuronDelta) \
+            else dense_weight(lin)
         out[name] = w.index_select(p.dim, p.index).clone()
     return out
+
+
+def frozen_weight(linear: nn.Module) -> torch.Tensor:
+    """The base weight of a linear: under a NeuronDelta its original, else its own (a
+    quantized one dequantized)."""
+    if parametrize.is_parametrized(linear, "weight"):
+        return linear.parametrizations.weight.original
+    return dense_weight(linear)
+
+
+def check_delta_state(model: nn.Module, label: str, t: dict) -> list[str]:
+    """The linears a delta state touches, after checking that each slice fits `model`
+    (CheckpointError naming `label`: another architecture, or a base of other shapes)."""
+    modules = dict(model.named_modules())
+    names = sorted({k.rsplit(".", 1)[0] for k in t})
+    missing = [n for n in names if n not in modules]
+    if missing:
+        raise CheckpointError(f"{label}: the model has no module {missing[0]} "
+                              f"({len(missing)} of {len(names)} missing): another architecture?")
+    for name in names:
+        w = frozen_weight(modules[name])
+        dim, index, delta = int(t[f"{name}.dim"]), t[f"{name}.index"], t[f"{name}.delta"]
+        expect = (len(index), w.shape[1]) if dim == 0 else (w.shape[0], len(index))
+        if tuple(delta.shape) != expect or int(index.max()) >= w.shape[dim]:
+            raise CheckpointError(f"{label}: {name} delta {tuple(delta.shape)} does not fit the "
+                                  f"model's weight {tuple(w.shape)}: a base of other shapes")
+    return names
+
+
+@torch.no_grad()
+def add_delta_states(model: nn.Module, states: list[tuple[str, dict]]) -> nn.Module:
+    """Add every `(label, delta_state)` to `model`'s weights, in place: each weight's deltas
+    summed in float32 and cast once (`add_slices`; where two share a neuron they add). Every
+    state is checked against the model before a weight changes."""
+    modules = dict(model.named_modules())
+    slices: dict[str, list] = {}
+    for label, t in states:
+        for name in check_delta_state(model, label, t):
+            slices.setdefault(name, []).append(
+                (int(t[f"{name}.dim"]), t[f"{name}.index"], t[f"{name}.delta"]))
+    for name, parts in slices.items():
+        w = modules[name].weight
+        w.copy_(add_slices(w, parts))
+    return model

@@ -8,7 +8,8 @@ from torch import nn
 
 from langsub.errors import ConfigError
 from langsub.methods.base import Method, MethodConfig, is_str_list, problem, register
-from langsub.methods.sparse import add_neuron_deltas, delta_state, merge_neuron_deltas
+from langsub.methods.sparse import (add_delta_states, add_neuron_deltas, delta_state,
+                                    merge_neuron_deltas)
 from langsub.model.ffn import COMPONENTS, find_ffns
 from langsub.neurons.lape import select_random, select_random_global
 
@@ -73,6 +74,13 @@ class Lape(Method):
 
     def delta(self, model: nn.Module) -> dict:
         return delta_state(model)
+
+    def trained_state(self, model: nn.Module) -> dict:
+        return {k: v.to("cpu", copy=True) for k, v in delta_state(model).items()}
+
+    def rebase(self, base: nn.Module, state: dict) -> nn.Module:
+        """The deltas added to the base's slices (float32, cast once: the run's own merge)."""
+        return add_delta_states(base, [("the trained deltas", state)])
 
 
 @dataclass

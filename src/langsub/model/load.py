@@ -16,16 +16,23 @@ def load_tokenizer(cfg_model: DictConfig):
     return tok
 
 
-def load_model(cfg_model: DictConfig, tok=None):
-    """Tokenizer and causal LM from a local directory (or the hub when only hub_id is set)."""
+def load_model(cfg_model: DictConfig, tok=None, quantized: bool = True):
+    """Tokenizer and causal LM from a local directory (or the hub when only hub_id is set);
+    its linear layers quantized when `model.quantize` is set (and `quantized`: False loads
+    the full-precision base that a quantized run's delta is shipped on)."""
     from transformers import AutoModelForCausalLM
+
+    from langsub.model.quantize import keep_differentiable, quantization_config
 
     src = cfg_model.get("path") or cfg_model.hub_id
     tok = tok or load_tokenizer(cfg_model)
     model = AutoModelForCausalLM.from_pretrained(
         src, dtype=getattr(torch, cfg_model.get("dtype", "float32")),
         attn_implementation=cfg_model.get("attn_implementation"),
-        revision=cfg_model.get("revision"))
+        revision=cfg_model.get("revision"),
+        quantization_config=quantization_config(cfg_model) if quantized else None)
+    if quantized and cfg_model.get("quantize"):
+        keep_differentiable(model)
     if cfg_model.get("gradient_checkpointing"):
         model.gradient_checkpointing_enable()
     return model, tok

@@ -38,6 +38,25 @@ def activation_bytes(config, tokens: int, act_bytes: int, checkpointing: bool) -
 
 
 MASTER_BYTES = 4  # trainable tensors keep float32 master values (methods/precision.py)
+# bytes per weight of a quantized linear (model/quantize.py): nf4 packs two weights a byte,
+# plus one absmax per 64 weights, itself 8-bit with one float32 per 256 blocks (double
+# quantization); int8 one byte plus one float32 absmax per output row (~0 per weight)
+QUANT_BYTES = {"nf4": 0.5 + 1 / 64 + 4 / (64 * 256), "int8": 1.0}
+
+
+def weight_bytes(model, quantized_ids: set[int], quantize: str | None) -> float:
+    """Every parameter as the method left it: frozen linear weights packed when quantized,
+    the rest in their dtype (trainable ones float32)."""
+    per = QUANT_BYTES.get(quantize)
+    return sum(p.numel() * (per if per and id(p) in quantized_ids and not p.requires_grad
+                            else p.element_size()) for p in model.parameters())
+
+
+def quantized_ids(model) -> set[int]:
+    """The weights bitsandbytes quantizes: every linear of the decoder (not the LM head)."""
+    head = model.get_output_embeddings()
+    return {id(m.weight) for m in model.modules()
+            if isinstance(m, torch.nn.Linear) and m is not head}
 
 
 def memory_plan(weights_bytes: int, trainable: int, act: dict) -> dict:
@@ -52,18 +71,20 @@ def memory_plan(weights_bytes: int, trainable: int, act: dict) -> dict:
     return m
 
 
-def _plan(cfg: DictConfig, method_cfg: dict, mask, config) -> dict:
+def _plan(cfg: DictConfig, method_cfg: dict, mask, config, quantize=None) -> dict:
     dtype = getattr(torch, cfg.model.dtype)
     model = meta_model(cfg.model).to(dtype)
     _, total = count_params(model)
+    packed = quantized_ids(model)
     model = build_method(method_cfg).apply(model, mask)
     trainable, _ = count_params(model)
-    weights_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    weights_bytes = weight_bytes(model, packed, quantize)
     half = torch.finfo(dtype).bits == 16 or "16" in str(cfg.trainer.get("precision", ""))
     tokens = cfg.data.batch_size * cfg.data.block_size
     act = activation_bytes(config, tokens, 2 if half else 4,
                            bool(cfg.model.get("gradient_checkpointing")))
-    return {"method": method_cfg["name"], "trainable_params": trainable, "total_params": total,
+    return {"method": method_cfg["name"], "quantize": quantize,
+            "trainable_params": trainable, "total_params": total,
             "trainable_fraction": trainable / total,
             **memory_plan(weights_bytes, trainable, act)}
 
@@ -95,19 +116,23 @@ def dry_run(cfg: DictConfig, out_dir: Path | None = None) -> dict:
             rho = cfg.rho if cfg.rho != "auto" else 0.05
             mask = select_random_global(round(rho * L * N), L, N, cfg.seed)
             source = f"estimate: rho={rho} of {L}x{N} neurons"
-    run = _plan(cfg, method_cfg, mask, config)
+    quantize = cfg.model.get("quantize")
+    run = _plan(cfg, method_cfg, mask, config, quantize)
     compare = {}
+    if quantize:  # the same run on the unquantized base
+        compare[f"{method_cfg['name']} ({cfg.model.dtype})"] = _plan(cfg, method_cfg, mask, config)
     method_dir = Path(cfg.paths.root_dir) / "conf" / "method"
     for name in ("lora", "full"):
         if name != method_cfg["name"] and (method_dir / f"{name}.yaml").is_file():
-            compare[name] = _plan(cfg, method_config(cfg, method_dir / f"{name}.yaml"),
-                                  None, config)
+            q = quantize if name == "lora" else None  # QLoRA; full cannot train packed weights
+            compare[name if q is None else f"lora ({q})"] = _plan(
+                cfg, method_config(cfg, method_dir / f"{name}.yaml"), None, config, q)
     out = {"model": cfg.model.name, "method": cfg.method.name, "layers": L, "ffn_width": N,
            "neurons": int(sum(len(t) for t in mask)) if mask is not None else None,
            "neuron_source": source, "batch_size": cfg.data.batch_size,
            "block_size": cfg.data.block_size, "precision": cfg.trainer.get("precision"),
            "gradient_checkpointing": bool(cfg.model.get("gradient_checkpointing")),
-           **{k: v for k, v in run.items() if k != "method"}, "compare": compare,
+           "dtype": cfg.model.dtype, **{k: v for k, v in run.items() if k != "method"}, "compare": compare,
            "recipe": recipe(cfg)}
     print_plan(out, [run, *compare.values()])
     if out_dir is not None:
@@ -121,7 +146,10 @@ def print_plan(out: dict, rows: list[dict]) -> None:
           f"{out['batch_size']} x {out['block_size']} tokens, {out['precision']}, gradient "
           f"checkpointing {'on' if out['gradient_checkpointing'] else 'off'}")
     cols = ["weights_gb", "gradients_gb", "optimizer_gb", "activations_gb", "logits_gb", "peak_gb"]
-    print(f"{'method':<8}{'trainable':>15}{'%':>8}" + "".join(f"{c[:-3]:>13}" for c in cols))
+    print(f"{'method':<8}{'base':>10}{'trainable':>15}{'%':>8}"
+          + "".join(f"{c[:-3]:>13}" for c in cols))
     for r in rows:
-        print(f"{r['method']:<8}{r['trainable_params']:>15,}{100 * r['trainable_fraction']:>8.3f}"
+        base = r["quantize"] or out["dtype"]
+        print(f"{r['method']:<8}{base:>10}{r['trainable_params']:>15,}"
+              f"{100 * r['trainable_fraction']:>8.3f}"
               + "".join(f"{r[c]:>10.1f} GB" for c in cols))

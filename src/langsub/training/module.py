@@ -155,7 +155,7 @@ class CausalLMModule(L.LightningModule):
     def neuron_index(self) -> dict[str, list[int]]:
         """Which rows/columns each sparse delta trains (a resumed run must train the same)."""
         return {n: b.tolist() for n, b in self.model.named_buffers(remove_duplicate=False)
-                if n.endswith("parametrizations.weight.0.index")}
+                if n.endswith(("parametrizations.weight.0.index", "neuron_delta.index"))}
 
     def on_load_checkpoint(self, checkpoint):
         # FSDP loads (and removes) the state dict before this hook: check the saved key list
