@@ -307,3 +307,43 @@ def test_main_job_with_an_nf4_base_ships_on_the_full_precision_base(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(),
                                                   expect.state_dict().values()))
     assert read_delta(run / "delta.safetensors")[1]["quantize"] == "nf4"
+
+
+@pytest.mark.parametrize("name", ["lora", "ia3"])
+def test_qlora_and_ia3_train_on_nf4_and_merge_into_the_float_base(name, embedded):
+    """peft wraps the 4-bit layers (QLoRA); `rebase` merges the adapters into the float
+    base: W + (alpha/r)·B·A for LoRA, and only the adapted layers change."""
+    from transformers import AutoModelForCausalLM
+
+    _, tok = embedded
+    model, _ = load_model(CFG, tok)
+    method = build_method({"name": name})
+    model = method.apply(model)
+    x = blocks("af", "train", 4, tok)
+    before = float(model(input_ids=x, labels=x).loss)
+    train(model, x, steps=4)
+    assert float(model(input_ids=x, labels=x).loss) < before
+    state = method.trained_state(model)
+    shipped = method.rebase(AutoModelForCausalLM.from_pretrained(TINY), state)
+    assert not any("lora_" in n or "ia3_" in n for n, _ in shipped.named_parameters())
+    base = AutoModelForCausalLM.from_pretrained(TINY).state_dict()
+    changed = {k for k, v in shipped.state_dict().items() if not torch.equal(v, base[k])}
+    assert changed and all(".mlp." in k or ".self_attn." in k for k in changed)
+    if name == "lora":
+        a = state["base_model.model.model.layers.0.mlp.gate_proj.lora_A.default.weight"]
+        b = state["base_model.model.model.layers.0.mlp.gate_proj.lora_B.default.weight"]
+        k = "model.layers.0.mlp.gate_proj.weight"
+        assert torch.allclose(shipped.state_dict()[k], base[k] + 2.0 * b @ a, atol=1e-6)
+
+
+def test_int8_base_trains_the_deltas(embedded):
+    _, tok = embedded
+    model, _ = load_model(OmegaConf.merge(CFG, {"quantize": "int8"}), tok)
+    build_method({"name": "lape"}).apply(model, neurons(0))
+    x = blocks("af", "train", 4, tok)
+    packed = packed_weights(model)
+    before = float(model(input_ids=x, labels=x).loss)
+    train(model, x, steps=4)
+    assert float(model(input_ids=x, labels=x).loss) < before
+    after = packed_weights(model)
+    assert len(packed) == 28 and all(torch.equal(packed[k], after[k]) for k in packed)

@@ -74,8 +74,8 @@ def keep_differentiable(model: nn.Module) -> nn.Module:
 def is_quantized(linear: nn.Module) -> bool:
     """True for a bitsandbytes linear whose weight is packed (not a float tensor)."""
     w = getattr(linear, "weight", None)
-    return w is not None and not w.is_floating_point() and (
-        getattr(w, "quant_state", None) is not None or getattr(w, "SCB", None) is not None)
+    return w is not None and not w.is_floating_point() and \
+        type(w).__name__ in ("Params4bit", "Int8Params")
 
 
 @torch.no_grad()
@@ -89,7 +89,8 @@ def dense_weight(linear: nn.Module) -> torch.Tensor:
 
     if getattr(w, "quant_state", None) is not None:  # 4-bit
         return bf.dequantize_4bit(w.data, w.quant_state)
-    scale = w.SCB.float()[:, None] / 127.0  # int8: one absmax per output row
+    scb = w.SCB if getattr(w, "SCB", None) is not None else linear.state.SCB  # moved at 1st call
+    scale = scb.float()[:, None] / 127.0  # int8: one absmax per output row
     return (w.data.float() * scale).to(torch.float16)
 
 
