@@ -347,3 +347,18 @@ def test_int8_base_trains_the_deltas(embedded):
     assert float(model(input_ids=x, labels=x).loss) < before
     after = packed_weights(model)
     assert len(packed) == 28 and all(torch.equal(packed[k], after[k]) for k in packed)
+
+
+def test_dry_run_plans_an_nf4_base_beside_bf16_and_qlora(tmp_path):
+    r = subprocess.run([sys.executable, "train.py", "model=llama31_8b", "trainer=gpu", "lang=af",
+                        "method=lape", "rho=0.005", "model.quantize=nf4", "dry_run=true",
+                        f"hydra.run.dir={tmp_path}"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    bf16, qlora = plan["compare"]["lape (bfloat16)"], plan["compare"]["lora (nf4)"]
+    assert plan["quantize"] == "nf4" and qlora["quantize"] == "nf4" and bf16["quantize"] is None
+    assert plan["trainable_params"] == bf16["trainable_params"]
+    # 8.0 B weights: 7.5 B in linears at ~0.516 bytes, embeddings and head in bf16, deltas fp32
+    assert 5.0 < plan["weights_gb"] < 6.5 < 15.0 < bf16["weights_gb"]
+    assert plan["compare"]["full"]["quantize"] is None  # full cannot train a packed base
