@@ -97,6 +97,10 @@ def test_memory_plan_by_hand():
     m = memory_plan(weights_bytes=990 * 2 + 10 * 4, trainable=10, act=a)
     assert (m["weights_gb"], m["gradients_gb"], m["optimizer_gb"]) == (2.02e-6, 4e-8, 8e-8)
     assert m["peak_gb"] == sum(v for k, v in m.items() if k != "peak_gb")
+    # full fine-tuning under bf16-mixed: autocast's bf16 copies of the fp32 masters
+    f = memory_plan(weights_bytes=1000 * 4, trainable=1000, act=a, autocast_copies=2 * 1000)
+    assert f["autocast_gb"] == 2e-6
+    assert f["peak_gb"] == pytest.approx(sum(a.values()) + 4e-6 + 4e-6 + 8e-6 + 2e-6)
 
 
 def test_dry_run_counts_float32_masters_of_a_bf16_model(tmp_path):

@@ -59,14 +59,17 @@ def quantized_ids(model) -> set[int]:
             if isinstance(m, torch.nn.Linear) and m is not head}
 
 
-def memory_plan(weights_bytes: int, trainable: int, act: dict) -> dict:
+def memory_plan(weights_bytes: int, trainable: int, act: dict, autocast_copies: int = 0) -> dict:
     """GB per process without sharding (FSDP divides weights, gradients and optimizer
     state by the number of GPUs). `weights_bytes`: every parameter as the method left it,
     frozen weights in the model's dtype, trainable ones float32; their gradients and AdamW's
-    two states are float32 too, whatever the model's dtype."""
+    two states are float32 too, whatever the model's dtype. `autocast_copies`: bytes of the
+    half-precision copies autocast keeps of float32 weights during a forward (its weight cache
+    lives until the autocast region ends: full/FFN-only under bf16-mixed, 2 bytes a weight)."""
     m = {"weights_gb": weights_bytes / 1e9,
          "gradients_gb": trainable * MASTER_BYTES / 1e9,
-         "optimizer_gb": 2 * trainable * MASTER_BYTES / 1e9, **act}
+         "optimizer_gb": 2 * trainable * MASTER_BYTES / 1e9,
+         "autocast_gb": autocast_copies / 1e9, **act}
     m["peak_gb"] = sum(m.values())
     return m
 
@@ -76,17 +79,20 @@ def _plan(cfg: DictConfig, method_cfg: dict, mask, config, quantize=None) -> dic
     model = meta_model(cfg.model).to(dtype)
     _, total = count_params(model)
     packed = quantized_ids(model)
-    model = build_method(method_cfg).apply(model, mask)
+    method = build_method(method_cfg)
+    model = method.apply(model, mask)
     trainable, _ = count_params(model)
     weights_bytes = weight_bytes(model, packed, quantize)
-    half = torch.finfo(dtype).bits == 16 or "16" in str(cfg.trainer.get("precision", ""))
+    precision = str(cfg.trainer.get("precision", ""))
+    half = torch.finfo(dtype).bits == 16 or "16" in precision
+    copies = 2 * trainable if method.needs_autocast and precision.endswith("-mixed") else 0
     tokens = cfg.data.batch_size * cfg.data.block_size
     act = activation_bytes(config, tokens, 2 if half else 4,
                            bool(cfg.model.get("gradient_checkpointing")))
     return {"method": method_cfg["name"], "quantize": quantize,
             "trainable_params": trainable, "total_params": total,
             "trainable_fraction": trainable / total,
-            **memory_plan(weights_bytes, trainable, act)}
+            **memory_plan(weights_bytes, trainable, act, copies)}
 
 
 def method_config(cfg: DictConfig, path: Path) -> dict:
@@ -145,7 +151,8 @@ def print_plan(out: dict, rows: list[dict]) -> None:
           f"neurons; neurons: {out['neurons']} ({out['neuron_source']}); batch "
           f"{out['batch_size']} x {out['block_size']} tokens, {out['precision']}, gradient "
           f"checkpointing {'on' if out['gradient_checkpointing'] else 'off'}")
-    cols = ["weights_gb", "gradients_gb", "optimizer_gb", "activations_gb", "logits_gb", "peak_gb"]
+    cols = ["weights_gb", "gradients_gb", "optimizer_gb", "autocast_gb", "activations_gb",
+            "logits_gb", "peak_gb"]
     print(f"{'method':<8}{'base':>10}{'trainable':>15}{'%':>8}"
           + "".join(f"{c[:-3]:>13}" for c in cols))
     for r in rows:
