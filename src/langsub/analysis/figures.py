@@ -49,6 +49,22 @@ def bars(values: dict[str, float], ylabel: str, title: str, path: Path, logger=N
     save(fig, path, logger, tag)
 
 
+def stability_figure(o: dict, path: Path) -> None:
+    """Mean Jaccard (± std over seeds) of each language's subsample mask with its all-text
+    mask, against the identification tokens per language (log x)."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for l in o["langs"]:
+        j = torch.tensor(o["jaccard"][l], dtype=torch.float64)
+        std = j.std(1, unbiased=False) if j.shape[1] > 1 else torch.zeros(len(j))
+        ax.errorbar(o["tokens"][l], j.mean(1).tolist(), yerr=std.tolist(), marker="o",
+                    ms=3, capsize=2, label=l)
+    ax.set_xscale("log")
+    ax.set(xlabel="identification tokens per language", ylabel="Jaccard with the all-text mask",
+           title="LAPE identification on less text", ylim=(0, 1.05))
+    ax.legend(ncol=2, fontsize=7)
+    save(fig, path)
+
+
 def neuron_figures(out_dir: Path, logger, masks: dict, over_zero=None, n_tokens=None) -> None:
     """Neurons per layer per language, overlap between languages, entropy histogram."""
     from langsub.neurons.lape import lape_entropy

@@ -44,6 +44,17 @@ class EpochRandomSampler(RandomSampler):
                 pass
 
 
+def subsample_indices(n: int, fraction: float, seed: int, lang_index: int) -> list[int]:
+    """A sorted random subset of round(fraction·n) of n blocks (at least one), drawn without
+    replacement, seeded per (seed, language); all n at fraction 1."""
+    if fraction >= 1.0:
+        return list(range(n))
+    k = max(1, round(fraction * n))
+    g = torch.Generator().manual_seed(1_000_003 * seed + lang_index)
+    return sorted(torch.randperm(n, generator=g)[:k].tolist())
+
+
+
 class LangDataModule(L.LightningDataModule):
     """Serves, per language, packed blocks of the train/valid/test splits.
 
@@ -135,9 +146,17 @@ class LangDataModule(L.LightningDataModule):
     def _loader(self, ds) -> DataLoader:
         return DataLoader(ds, batch_size=self.eval_batch_size, num_workers=self.num_workers)
 
-    def identification_dataloaders(self) -> list[DataLoader]:
-        """One loader per identification language, in K order (the statistics pass)."""
-        return [self._loader(self.blocks(l, "train", self.ident_max_tokens)) for l in self.langs]
+    def identification_dataloaders(self, subsample: tuple[float, int] | None = None
+                                   ) -> list[DataLoader]:
+        """One loader per identification language, in K order (the statistics pass); with
+        `subsample` (fraction, seed) over a random share of each language's blocks."""
+        out = []
+        for k, lang in enumerate(self.langs):
+            ds = self.blocks(lang, "train", self.ident_max_tokens)
+            if subsample is not None:
+                ds = ds.select(subsample_indices(len(ds), subsample[0], subsample[1], k))
+            out.append(self._loader(ds))
+        return out
 
     def train_dataloader(self) -> StatefulDataLoader:
         """Shuffled target blocks; stateful, so a checkpoint records the position in the epoch

@@ -29,9 +29,14 @@ class Identification:
     n_tokens: torch.Tensor | None = None
 
 
-def gather_stats(cfg: DictConfig, module, dm) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """over_zero [L,N,K], n_tokens [K] and whether they came from the cache."""
+def gather_stats(cfg: DictConfig, module, dm, subsample: tuple[float, int] | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """over_zero [L,N,K], n_tokens [K] and whether they came from the cache. `subsample`
+    (fraction, seed): over that random share of each language's identification blocks
+    (`langsub.stability`), cached under its own key."""
     meta = stats_meta(cfg, module.model, dm.tokenizer, dm)
+    if subsample is not None:
+        meta["subsample"] = {"fraction": subsample[0], "seed": subsample[1]}
     path = Path(cfg.paths.cache_dir) / "stats" / fingerprint(meta)
     cached = load_stats(path, meta)
     hit = cached is not None
@@ -42,7 +47,7 @@ def gather_stats(cfg: DictConfig, module, dm) -> tuple[torch.Tensor, torch.Tenso
     cb = ActivationStats(len(dm.langs))
     trainer = make_trainer(cfg.trainer, evaluation=True, callbacks=[cb], logger=False,
                            enable_checkpointing=False, enable_model_summary=False)
-    trainer.predict(module, dataloaders=dm.identification_dataloaders(),
+    trainer.predict(module, dataloaders=dm.identification_dataloaders(subsample),
                     return_predictions=False)
     if trainer.is_global_zero:
         save_stats(path, cb.over_zero, cb.n_tokens, meta)
