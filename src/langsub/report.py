@@ -11,7 +11,7 @@ from pathlib import Path
 
 from langsub.errors import ConfigError
 from langsub.io import atomic_write_text
-from langsub.tools import compare
+from langsub.tools import capacity, compare
 
 
 def load_runs(root: Path) -> list[dict]:
@@ -71,8 +71,15 @@ def chart(runs: list[dict], path: Path) -> None:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Compare langsub runs below a directory.")
     ap.add_argument("root", type=Path)
+    ap.add_argument("--capacity", action="store_true",
+                    help="the capacity x data view (automatic when the runs vary rho and tokens)")
     a = ap.parse_args(argv)
-    runs = load_runs(a.root)
+    try:
+        runs = load_runs(a.root)
+        if a.capacity and capacity.problems(runs):
+            raise ConfigError(capacity.problems(runs)[0])
+    except ConfigError as e:
+        ap.exit(2, f"error: {e}\n")
     md = table(runs)
     chart(runs, a.root / "report.png")
     body = f"# langsub report: {a.root}\n\n"
@@ -82,6 +89,10 @@ def main(argv=None) -> None:
         body += (f"## Fair comparison\n\n{compare.table(runs, spec)}\n\n"
                  f"![grid](pareto.png)\n\n### Every grid point\n\n"
                  f"{compare.grid_table(runs, spec)}\n\n## Every run\n\n")
+    if capacity.varies_both(runs):  # a rho x train.max_tokens sweep
+        capacity.figure(runs, a.root / "capacity.png")
+        body += (f"## Capacity × data\n\n{capacity.table(runs)}\n\n"
+                 f"![capacity](capacity.png)\n\n## Every run\n\n")
     atomic_write_text(a.root / "report.md", body + f"{md}\n\n![perplexity change](report.png)\n")
     print(body + md)
     print(f"\nwritten: {a.root / 'report.md'}, {a.root / 'report.png'}")
