@@ -67,3 +67,32 @@ def test_bad_stability_input_is_one_line(arg, expect, tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert expect in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------- selection=significance
+def test_significance_by_hand():
+    """1 layer, 4 neurons, 3 languages, 10,000 tokens each: neuron 0 fires for language 0
+    only, neuron 1 for languages 0 and 1 alike, neuron 2 for nobody, neuron 3 a little more
+    for language 2 (0.51 vs 0.50: not significant at these counts)."""
+    from langsub.neurons.significance import p_values, select_significant
+
+    n = torch.tensor([10_000.0, 10_000.0, 10_000.0])
+    p = torch.tensor([[[0.30, 0.01, 0.01], [0.30, 0.30, 0.01], [0.0, 0.0, 0.0],
+                       [0.50, 0.50, 0.51]]])
+    masks = select_significant(p * n, n, alpha=0.01)
+    assert [m[0].tolist() for m in masks] == [[0], [], []]
+    pv = p_values(p * n, n)
+    assert pv[0, 0, 0] < 1e-100 and pv[0, 0, 1] == pytest.approx(0.5)  # equal: z = 0
+    assert pv[2, 0, 3] > 0.05 and pv[:, 0, 2].tolist() == [1.0, 1.0, 1.0]
+    # with 100x the text the 1-point difference of neuron 3 becomes significant
+    assert [m[0].tolist() for m in select_significant(p * n * 100, n * 100, 0.01)][2] == [3]
+    with pytest.raises(ValueError, match="alpha"):
+        select_significant(p * n, n, alpha=1.0)
+
+
+def test_main_job_config_refuses_alpha_outside_the_unit_interval(tmp_path):
+    r = subprocess.run([sys.executable, "train.py", "selection=significance", "alpha=0",
+                        f"hydra.run.dir={tmp_path}/run"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "alpha=0" in r.stderr
+    assert not (tmp_path / "run" / "metrics.json").exists()

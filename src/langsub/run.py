@@ -269,6 +269,7 @@ def collect_metrics(job: Job) -> dict:
     trained = job.trained_mask
     m = {"method": job.method.name, "lang": target, "lr": cfg.train.lr, "rho": cfg.rho,
          "rho_used": ident.rho_used if ident else None, "threshold": cfg.threshold,
+         "selection": cfg.get("selection", "lape"), "alpha": cfg.get("alpha"),
          "seed": cfg.seed, "base_model": cfg.model.get("path") or cfg.model.hub_id,
          "neurons": int(sum(len(t) for t in trained)) if trained is not None else None,
          "neurons_from": job.method.source(target) if trained is not None else None,
@@ -297,6 +298,7 @@ def write_outputs(job: Job) -> dict:
         return metrics
     if job.ident is not None:
         meta = {"rho": cfg.rho, "rho_used": job.ident.rho_used, "threshold": cfg.threshold,
+                "selection": cfg.get("selection", "lape"), "alpha": cfg.get("alpha"),
                 "scope": cfg.scope, "method": job.method.name,
                 "neurons_from": metrics["neurons_from"]}
         write_neurons_json(out_dir / "neurons.json", job.ident.masks, cfg.lang.code,

@@ -5,7 +5,8 @@
 
 Takes the same overrides as train.py. For each fraction and seed, the statistics are
 recomputed over that random share of every language's identification blocks (one pass each,
-cached like the main job's), masks are selected as in the main job (rho, threshold, scope),
+cached like the main job's), masks are selected as in the main job (`selection`: rho,
+threshold, scope; or significance at alpha),
 and each language's mask is compared with its mask from all the text (Jaccard of the
 (layer, neuron) sets). Writes `<stability.out_dir>/stability.json` —
 {"fractions", "seeds", "tokens": {lang: [per fraction]}, "jaccard": {lang: [[per seed] per
@@ -71,8 +72,7 @@ def stability(cfg: DictConfig) -> dict:
     """Everything `python -m langsub.stability` does; returns stability.json's content."""
     from langsub.io import atomic_write_text
     from langsub.model.load import load_model, load_tokenizer
-    from langsub.neurons.identify import gather_stats
-    from langsub.neurons.lape import select_neurons
+    from langsub.neurons.identify import gather_stats, select
     from langsub.neurons.stability import jaccard, size
     from langsub.run import build_datamodule
     from langsub.training.module import CausalLMModule
@@ -83,17 +83,16 @@ def stability(cfg: DictConfig) -> dict:
     if problems:
         raise ConfigError("\n".join(problems))
     fractions, seeds = [float(f) for f in cfg.stability.fractions], seeds_of(cfg.stability.seeds)
-    if cfg.rho == "auto":
+    if cfg.rho == "auto" and cfg.get("selection", "lape") == "lape":
         raise ConfigError("rho=auto: stability compares fixed-size selections; give a number")
     tok = load_tokenizer(cfg.model)
     dm = build_datamodule(cfg, tok)
     dm.check_blocks()
     model, tok = load_model(cfg.model, tok)
     module = CausalLMModule(model, dm.eval_langs)
-    select = lambda oz, n: dict(zip(dm.langs, select_neurons(  # noqa: E731
-        oz, n, rho=float(cfg.rho), threshold=cfg.threshold, scope=cfg.scope)))
     over_zero, n_tokens, _ = gather_stats(cfg, module, dm)
-    full = select(over_zero, n_tokens)
+    masks = lambda oz, n: dict(zip(dm.langs, select(cfg, oz, n, 0, model)[0]))  # noqa: E731
+    full = masks(over_zero, n_tokens)
     out = {"fractions": fractions, "seeds": seeds, "langs": list(dm.langs),
            "tokens": {l: [] for l in dm.langs}, "jaccard": {l: [] for l in dm.langs},
            "neurons": {l: [] for l in dm.langs},
@@ -104,7 +103,7 @@ def stability(cfg: DictConfig) -> dict:
         for s in seeds:
             oz, n, _ = (over_zero, n_tokens, True) if f >= 1.0 else \
                 gather_stats(cfg, module, dm, subsample=(f, s))
-            runs.append((select(oz, n), n))
+            runs.append((masks(oz, n), n))
         for k, l in enumerate(dm.langs):
             out["tokens"][l].append(int(runs[0][1][k]))
             out["jaccard"][l].append([jaccard(m[l], full[l]) for m, _ in runs])

@@ -60,6 +60,7 @@ def _langs(min_len=1):
 
 RULES = {
     "seed": _int(0), "threshold": _num(0, 1, True, True), "scope": _choice("global", "layer"),
+    "selection": _choice("lape", "significance"), "alpha": _num(0, 1, True, True),
     "objective": _choice("target", "target_and_general"),
     "general": _langs(1), "analysis_eval_tokens": _int(1), "resume": _bool(),
     "dry_run": _bool(), "export": _bool(), "debug_errors": _bool(),

@@ -15,6 +15,7 @@ from langsub.neurons import lape
 from langsub.neurons.cache import load_stats, save_stats, stats_meta
 from langsub.neurons.counting import ActivationStats
 from langsub.neurons.masks import load_activation_stats, load_neurons
+from langsub.neurons.significance import select_significant
 from langsub.training.trainers import make_trainer
 
 
@@ -95,7 +96,15 @@ def identify(cfg: DictConfig, module, dm, source: str) -> Identification:
         hit = None
     else:
         over_zero, n_tokens, hit = gather_stats(cfg, module, dm)
-    rho = choose_rho(cfg, over_zero, n_tokens, dm.langs.index(source), model)
-    sel = lape.select_neurons(over_zero, n_tokens, rho=rho, threshold=cfg.threshold,
-                              scope=cfg.scope)
+    sel, rho = select(cfg, over_zero, n_tokens, dm.langs.index(source), model)
     return Identification(dict(zip(dm.langs, sel)), hit, rho, over_zero, n_tokens)
+
+
+def select(cfg: DictConfig, over_zero, n_tokens, k: int, model):
+    """(every language's mask, the rho used or None) by `cfg.selection`: LAPE's fixed share
+    (rho, or rho=auto meeting language k's budget), or the significance tests (alpha)."""
+    if cfg.get("selection", "lape") == "significance":  # the size follows the statistics
+        return select_significant(over_zero, n_tokens, alpha=cfg.alpha), None
+    rho = choose_rho(cfg, over_zero, n_tokens, k, model)
+    return lape.select_neurons(over_zero, n_tokens, rho=rho, threshold=cfg.threshold,
+                               scope=cfg.scope), rho
