@@ -62,3 +62,18 @@ def test_a_one_axis_sweep_given_to_the_capacity_view_is_one_line(tmp_path):
     plain = subprocess.run([sys.executable, "-m", "langsub.report", str(tmp_path)], cwd=ROOT,
                            capture_output=True, text=True, timeout=120)
     assert plain.returncode == 0 and not (tmp_path / "capacity.png").exists()
+
+
+def test_forgetting_marks_the_first_rise_of_general_perplexity():
+    from langsub.tools import forgetting
+
+    curve = [{"step": 0, "tokens": 0, "af": 100, "general": 40.0},
+             {"step": 2, "tokens": 100, "af": 90, "general": 40.3},
+             {"step": 4, "tokens": 200, "af": 80, "general": 40.5},   # +1.25 %
+             {"step": 6, "tokens": 300, "af": 75, "general": 40.2}]
+    assert forgetting.first_rise(curve) == 200
+    assert forgetting.first_rise(curve, rise=0.02) is None
+    runs = [{"method": "full", "lang": "af", "lr": 1e-5, "seed": 0, "val_curve": curve},
+            {"method": "lape", "lang": "af", "lr": 1e-3, "seed": 0, "val_curve": curve[:1]}]
+    assert forgetting.tracked(runs) == runs[:1]  # a start alone is no curve
+    assert "| full lr 1e-05 seed 0 | 300 | +0.50 | -25.00 | 200 tokens |" in forgetting.table(runs)

@@ -105,8 +105,17 @@ def _fast(args, tmp_path, run="run"):
 
 
 def test_analysis_outputs(tmp_path):
-    run = _fast(["analysis=all"], tmp_path)
+    """analysis=all, and the forgetting curve (data.track_blocks) with its report section."""
+    run = _fast(["analysis=all", "data.track_blocks=2"], tmp_path)
     m = json.loads((run / "metrics.json").read_text())
+    curve = m["val_curve"]  # before step 1 (the sanity check), steps 2 and 4
+    assert [(p["step"], p["tokens"]) for p in curve] == [(0, 0), (2, 4096), (4, 8192)]
+    assert all({"af", "en", "de", "general"} <= set(p) for p in curve)
+    assert curve[-1]["af"] < curve[0]["af"]
+    r = subprocess.run([sys.executable, "-m", "langsub.report", str(run)], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and (run / "forgetting.png").exists()
+    assert "## Forgetting over training" in (run / "report.md").read_text()
     for f in ("deactivation.json", "deactivation_random.json", "alignment.json",
               "weight_change.json", "reversal.json", "deactivation.png", "alignment.png"):
         assert (run / "analysis" / f).exists(), f

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from langsub.errors import ConfigError
 from langsub.io import atomic_write_text
-from langsub.tools import capacity, compare
+from langsub.tools import capacity, compare, forgetting
 
 
 def load_runs(root: Path) -> list[dict]:
@@ -93,6 +93,10 @@ def main(argv=None) -> None:
         capacity.figure(runs, a.root / "capacity.png")
         body += (f"## Capacity × data\n\n{capacity.table(runs)}\n\n"
                  f"![capacity](capacity.png)\n\n## Every run\n\n")
+    if forgetting.tracked(runs):  # data.track_blocks: general ppl over training
+        forgetting.figure(runs, a.root / "forgetting.png")
+        body += (f"## Forgetting over training\n\n{forgetting.table(runs)}\n\n"
+                 f"![forgetting](forgetting.png)\n\n## Every run\n\n")
     atomic_write_text(a.root / "report.md", body + f"{md}\n\n![perplexity change](report.png)\n")
     print(body + md)
     print(f"\nwritten: {a.root / 'report.md'}, {a.root / 'report.png'}")

@@ -69,7 +69,8 @@ def build_datamodule(cfg: DictConfig, tok) -> LangDataModule:
                           ident_max_tokens=d.ident_max_tokens, eval_max_tokens=d.eval_max_tokens,
                           cache_dir=cfg.paths.cache_dir, num_workers=d.num_workers, seed=cfg.seed,
                           source=container(d.get("source")), eval_source=container(d.get("eval")),
-                          lang_dir=d.get("lang_dir"), val_langs=list(d.get("val_langs") or []))
+                          lang_dir=d.get("lang_dir"), val_langs=list(d.get("val_langs") or []),
+                          track_langs=list(cfg.general), track_blocks=d.get("track_blocks") or 0)
 
 
 def run(cfg: DictConfig) -> dict:
@@ -276,6 +277,7 @@ def collect_metrics(job: Job) -> dict:
          "trainable_fraction": job.metrics["trainable_params"] / job.total_params,
          "stats_cache_hit": ident.stats_cache_hit if ident else None,
          "tokens_seen": job.module.tokens_seen, "world_size": job.trainer.world_size,
+         "val_curve": job.module.val_curve,
          "replicas_identical": job.module.replicas_identical, **job.metrics,
          **dict(sorted(r.items())),
          "ppl_before/target": r.get(f"ppl_before/{target}"),

@@ -72,6 +72,7 @@ RULES = {
     # LAPE's entropy is over languages: it needs at least two to tell them apart
     "data.langs": _langs(2), "data.eval_langs": _langs(1), "data.block_size": _int(2),
     "data.batch_size": _int(1), "data.eval_batch_size": _int(1), "data.num_workers": _int(0),
+    "data.track_blocks": _int(0, null=True),
     "data.ident_max_tokens": _int(1, null=True), "data.eval_max_tokens": _int(1, null=True),
     "train.lr": _num(0, lo_open=True), "train.weight_decay": _num(0),
     "train.warmup_ratio": _num(0, 1, hi_open=True), "train.max_tokens": _int(1, null=True),

@@ -72,12 +72,17 @@ class LangDataModule(L.LightningDataModule):
                  cache_dir: str = ".cache", num_workers: int = 0, seed: int = 0,
                  source: dict | None = None, eval_source: dict | None = None,
                  lang_dir: str | None = None, train_budget_tokens: int | None = None,
-                 val_langs: list[str] | None = None):
+                 val_langs: list[str] | None = None, track_langs: list[str] | None = None,
+                 track_blocks: int = 0):
         super().__init__()
         self.corpus_dir, self.langs, self.target = corpus_dir, list(langs), target
         self.eval_langs = list(eval_langs or langs)
         # validation: the target first (the best checkpoint's criterion), then val_langs
         self.val_langs = list(dict.fromkeys([target, *(val_langs or [])]))
+        # forgetting over training: `track_blocks` valid blocks of each of `track_langs` are
+        # measured at every validation during fitting too (0: the target alone)
+        self.track_langs = [l for l in track_langs or [] if l != target] if track_blocks else []
+        self.track_blocks = track_blocks
         self.tokenizer, self.block_size = tokenizer, block_size
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.ident_max_tokens, self.train_max_tokens = ident_max_tokens, train_max_tokens
@@ -124,7 +129,7 @@ class LangDataModule(L.LightningDataModule):
             for lang in self.langs:
                 self.blocks(lang, "train", self.ident_max_tokens)
             self.blocks(self.target, "train", self.train_max_tokens)
-            for lang in self.val_langs:
+            for lang in dict.fromkeys(self.val_langs + self.track_langs):
                 self.blocks(lang, "valid", self.eval_max_tokens)
             for lang in self.eval_langs:
                 self.blocks(lang, "test", self.eval_max_tokens)
@@ -167,13 +172,23 @@ class LangDataModule(L.LightningDataModule):
                                   num_workers=self.num_workers,  # workers' seeds: not global RNG
                                   generator=torch.Generator().manual_seed(self.seed))
 
+    def val_order(self, fitting: bool) -> list[str]:
+        """The languages of `val_dataloader`'s loaders, in order."""
+        return [self.target, *self.track_langs] if fitting else self.val_langs
+
     def val_dataloader(self) -> list[DataLoader]:
         """The target's valid split; outside fitting (the before/after measurements) also
         every language of `val_langs`: validation during training picks the best step by
-        the target alone, so the other languages would only cost time there."""
+        the target alone. During fitting, `track_blocks` blocks of each tracked language
+        (the forgetting curve), when asked for."""
         fitting = self.trainer is not None and self.trainer.state.fn == "fit"
-        langs = self.val_langs[:1] if fitting else self.val_langs
-        return [self._loader(self.blocks(l, "valid", self.eval_max_tokens)) for l in langs]
+        out = []
+        for lang in self.val_order(fitting):
+            ds = self.blocks(lang, "valid", self.eval_max_tokens)
+            if fitting and lang != self.target:
+                ds = ds.select(range(min(self.track_blocks, len(ds))))
+            out.append(self._loader(ds))
+        return out
 
     def test_dataloader(self) -> list[DataLoader]:
         return [self._loader(self.blocks(l, "test", self.eval_max_tokens))

@@ -32,11 +32,14 @@ class CausalLMModule(L.LightningModule):
         self.eval_langs = list(eval_langs)
         self.val_langs = list(val_langs or eval_langs[:1])
         self.general = [l for l in general or [] if l in self.val_langs]
+        self.general_langs = list(general or [])  # during fitting: those tracked
         self.last_val: dict[str, float] = {}
         # from config (`_partial_: true`): optimizer(params), scheduler(optimizer, total_steps)
         self.optimizer_factory = optimizer or torch.optim.AdamW
         self.scheduler_factory = scheduler
-        self.val_ppl = nn.ModuleList(TokenPerplexity(ignore_index=-100) for _ in self.val_langs)
+        self.val_ppl = nn.ModuleDict()  # one per validated language (see `_val_order`)
+        self._val_order = list(self.val_langs)
+        self.val_curve: list[dict] = []  # every validation during fitting: tokens -> ppl
         self.test_ppl = nn.ModuleList(TokenPerplexity(ignore_index=-100) for _ in self.eval_langs)
         self.phase = "before"
         self.results: dict[str, float] = {}
@@ -70,18 +73,32 @@ class CausalLMModule(L.LightningModule):
             self.log("train/tokens_per_s", self.tokens_seen / elapsed, prog_bar=True)
         return out.loss
 
+    def on_validation_start(self):
+        """Which language each validation loader holds (the data module says, by phase)."""
+        fitting = self.trainer.state.fn == "fit"
+        dm = getattr(self.trainer, "datamodule", None)
+        self._val_order = dm.val_order(fitting) if hasattr(dm, "val_order") else \
+            (self.val_langs[:1] if fitting else self.val_langs)
+        for lang in self._val_order:
+            if lang not in self.val_ppl:
+                self.val_ppl[lang] = TokenPerplexity(ignore_index=-100).to(self.device)
+
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
-        self.val_ppl[dataloader_idx].update(*self._logits_targets(batch))
+        self.val_ppl[self._val_order[dataloader_idx]].update(*self._logits_targets(batch))
 
     def on_validation_epoch_end(self):
-        vals = {l: float(m.compute()) for l, m in zip(self.val_langs, self.val_ppl)
-                if m.update_count}
-        for m in self.val_ppl:
+        vals = {l: float(m.compute()) for l, m in self.val_ppl.items() if m.update_count}
+        for m in self.val_ppl.values():
             m.reset()
-        if self.general and all(l in vals for l in self.general):
-            vals["general"] = geomean(vals[l] for l in self.general)
+        general = [l for l in self.general_langs if l in vals]
+        if general and (self.trainer.state.fn == "fit" or len(general) == len(self.general)):
+            vals["general"] = geomean(vals[l] for l in general)
         self.last_val = vals
         if self.trainer.state.fn != "fit":  # the before/after measurements: metrics.json
+            return
+        if len(vals) > 1:  # the forgetting curve (the sanity check before step 1: its start)
+            self.val_curve.append({"step": self.global_step, "tokens": self.tokens_seen, **vals})
+        if self.trainer.sanity_checking:
             return
         self.log("val/ppl", vals[self.val_langs[0]], prog_bar=True, sync_dist=False)
         for lang, v in vals.items():
@@ -150,6 +167,7 @@ class CausalLMModule(L.LightningModule):
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
         checkpoint["trainable_keys"] = sorted(keep)
         checkpoint["tokens_seen"] = self.tokens_seen
+        checkpoint["val_curve"] = self.val_curve
         checkpoint["neuron_index"] = self.neuron_index()
 
     def neuron_index(self) -> dict[str, list[int]]:
@@ -166,3 +184,4 @@ class CausalLMModule(L.LightningModule):
             raise CheckpointError("checkpoint was trained on other neurons than this run selects "
                              "(changed rho, seed, mask or data?): resume with the same settings")
         self.tokens_seen = checkpoint.get("tokens_seen", 0)
+        self.val_curve = list(checkpoint.get("val_curve", []))

@@ -71,7 +71,9 @@ def build_trainers(cfg: DictConfig, model) -> tuple[L.Trainer, L.Trainer]:
                        max_steps=1, val_check_interval=cfg.train.val_every_n_steps * accumulate,
                        check_val_every_n_epoch=None,
                        max_epochs=cfg.train.get("epochs") or -1,
-                       default_root_dir=cfg.paths.output_dir)
+                       default_root_dir=cfg.paths.output_dir,
+                       # tracking forgetting: validate once before step 1 (the curve's start)
+                       **({"num_sanity_val_steps": -1} if cfg.data.get("track_blocks") else {}))
     if cfg.trainer.get("eval_strategy") is None:
         return fit, fit
     return fit, make_trainer(cfg.trainer, model, evaluation=True, logger=loggers or False,
