@@ -120,7 +120,12 @@ def measure_before(job: Job) -> None:
     # resume) can be shared between them
     evaluate(job, "before_quantized" if quantized(cfg) else "before")
     if job.method.needs_neurons:  # from the model that trains (a quantized one: its own)
+        t0 = time.perf_counter()
         job.ident = identify(cfg, module, job.dm, job.method.source(cfg.lang.code))
+        if job.ident.stats_cache_hit is False:  # a statistics pass ran: its speed
+            seconds = time.perf_counter() - t0
+            job.metrics.update(stats_seconds=round(seconds, 2), stats_tokens_per_s=round(
+                float(job.ident.n_tokens.sum()) / seconds, 1))
         job.trained_mask = job.method.neurons(job.ident.masks, cfg.lang.code, module.model,
                                               cfg.seed)
     if not quantized(cfg):
@@ -163,9 +168,24 @@ def train(job: Job) -> None:
               "(pass the interrupted run's hydra.run.dir=...)")
     t0 = time.perf_counter()
     job.trainer.fit(module, datamodule=job.dm, ckpt_path=resume_from)
-    job.metrics.update(train_seconds=round(time.perf_counter() - t0, 2),
+    seconds = time.perf_counter() - t0
+    job.metrics.update(train_seconds=round(seconds, 2),
                        optimizer_steps=job.trainer.global_step,
-                       tokens_per_step=tokens_per_step(cfg, job.trainer.world_size))
+                       tokens_per_step=tokens_per_step(cfg, job.trainer.world_size),
+                       train_tokens_per_s=round(module.tokens_seen / seconds, 1),
+                       **peak_memory(job.evaluator.strategy.root_device))
+
+
+def peak_memory(device: torch.device) -> dict:
+    """Peak memory of this process up to the end of training: the GPU's allocated peak, or
+    on CPU the peak resident set (VmHWM: the model, the data, everything)."""
+    if device.type == "cuda":
+        return {"peak_gpu_memory_gb": round(torch.cuda.max_memory_allocated(device) / 1e9, 3)}
+    try:
+        kb = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
+    except (OSError, StopIteration):
+        return {}
+    return {"peak_rss_gb": round(kb * 1024 / 1e9, 3)}
 
 
 def evaluate(job: Job, phase: str) -> None:
