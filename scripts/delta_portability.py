@@ -49,15 +49,16 @@ def main(argv=None) -> dict:
     deltas = [r / "delta.safetensors" for r in a.runs]
     heads = [read_delta(d)[1] for d in deltas]
     cfg = OmegaConf.load(a.runs[0] / ".hydra" / "config.yaml")
-    base_path, dtype = heads[0]["base_model"], getattr(torch, heads[0]["dtype"])
-    tok = AutoTokenizer.from_pretrained(base_path)
+    base_path, _, revision = heads[0]["base_model"].partition("@")
+    revision, dtype = revision or None, getattr(torch, heads[0]["dtype"])
+    tok = AutoTokenizer.from_pretrained(base_path, revision=revision)
     langs = [h["lang"] for h in heads]
     data = {l: pack(load_texts(corpus_file(ROOT / "data" / "corpus", l), "test",
                                str(ROOT / ".cache")), tok, cfg.data.block_size,
                     cfg.data.eval_max_tokens) for l in langs}
 
     def model(noise=None, use=()):
-        m = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype).eval()
+        m = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype, revision=revision).eval()
         if noise:
             sibling_of(m, noise)
         return apply_deltas(m, list(use), notify=lambda _: None) if use else m

@@ -232,11 +232,24 @@ def test_a_sibling_base_gets_the_delta_with_a_notice(deltas, embedded):
     assert (sib - on_sib) > 0.5 * (base - on_base), (base, on_base, sib, on_sib)
 
 
-@pytest.mark.parametrize("case", ["shapes", "corrupt", "no_header", "version"])
+@pytest.mark.parametrize("case", ["shapes", "corrupt", "no_header", "version", "no_dim",
+                                  "twice", "out_taken"])
 def test_bad_deltas_get_one_line_and_nothing_is_written(case, deltas, tmp_path):
     tmp, d = deltas
-    base, delta = TINY, d["af"]
-    if case == "shapes":
+    base, delta, extra, out = TINY, d["af"], [], tmp_path / "out"
+    if case == "twice":  # the same language from the same base would add twice
+        extra = ["--delta", tmp_path / "copy.safetensors"]
+        (tmp_path / "copy.safetensors").write_bytes(d["af"].read_bytes())
+    elif case == "out_taken":  # never delete a folder that is not an earlier export
+        out = tmp_path / "mine"
+        out.mkdir()
+        (out / "notes.txt").write_text("keep me")
+    elif case == "no_dim":
+        t, meta = read_delta(d["af"])
+        t = {k: v for k, v in t.items() if not k.endswith("down_proj.dim")}
+        delta = tmp_path / "delta.safetensors"
+        save_file(t, delta, metadata=meta)
+    elif case == "shapes":
         base = tmp / "other"
     elif case == "corrupt":
         delta = tmp_path / "delta.safetensors"
@@ -247,13 +260,18 @@ def test_bad_deltas_get_one_line_and_nothing_is_written(case, deltas, tmp_path):
         meta = None if case == "no_header" else {"format": "langsub-neuron-delta",
                                                  "format_version": "2", "langsub_version": "9.0"}
         save_file(t, delta, metadata=meta)
-    r = _cli("--base", base, "--out", tmp_path / "out", "--delta", delta)
+    r = _cli("--base", base, "--out", out, "--delta", delta, *extra)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert len([l for l in r.stderr.splitlines() if l.startswith("error:")]) == 1
     expect = {"shapes": "a base of other shapes", "corrupt": "not a readable safetensors",
-              "no_header": "no langsub delta header", "version": "format version 2"}[case]
+              "no_header": "no langsub delta header", "version": "format version 2",
+              "no_dim": "down_proj.dim unexpected or missing", "twice": "would add twice",
+              "out_taken": "is not an earlier export"}[case]
     assert expect in r.stderr
-    assert not (tmp_path / "out").exists()
+    if case == "out_taken":
+        assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    else:
+        assert not out.exists()
 
 
 def test_a_hub_delta_offline_is_one_line(tmp_path):
@@ -298,6 +316,7 @@ def test_main_job_with_an_nf4_base_ships_on_the_full_precision_base(tmp_path):
               "ppl_after_quantized/target", "ppl_after_quantized/general"):
         assert math.isfinite(m[k]), k
     assert m["ppl_after/target"] < m["ppl_before/target"]
+    assert m["peak_rss_gb"] > 0.1 and m["train_tokens_per_s"] > 0 and m["stats_tokens_per_s"] > 0
     keys = [json.loads(p.read_text()) for p in (tmp_path / "cache").rglob("*.json")]
     keys = [k for k in keys if isinstance(k, dict) and "model" in k]  # statistics sidecars
     assert keys and all(k["model"]["quantize"] == "nf4" for k in keys)
@@ -362,3 +381,18 @@ def test_dry_run_plans_an_nf4_base_beside_bf16_and_qlora(tmp_path):
     # 8.0 B weights: 7.5 B in linears at ~0.516 bytes, embeddings and head in bf16, deltas fp32
     assert 5.0 < plan["weights_gb"] < 6.5 < 15.0 < bf16["weights_gb"]
     assert plan["compare"]["full"]["quantize"] is None  # full cannot train a packed base
+
+
+def test_push_to_hub_uploads_the_merged_model(deltas, tmp_path):
+    """Needs a hub: a write token (HF_TOKEN) and LANGSUB_TEST_HUB_REPO=<user>/<scratch repo>."""
+    import os
+
+    repo = os.environ.get("LANGSUB_TEST_HUB_REPO")
+    if not (repo and os.environ.get("HF_TOKEN")) or os.environ.get("HF_HUB_OFFLINE") == "1":
+        pytest.skip("no hub here: set HF_TOKEN and LANGSUB_TEST_HUB_REPO to test the upload")
+    from huggingface_hub import HfApi
+
+    _, d = deltas
+    main(["--base", str(TINY), "--out", str(tmp_path / "m"), "--delta", str(d["af"]),
+          "--push-to-hub", repo])
+    assert "model.safetensors" in HfApi().list_repo_files(repo)

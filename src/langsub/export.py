@@ -43,15 +43,17 @@ FORMAT, FORMAT_VERSION = "langsub-neuron-delta", "1"
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+(:[\w./-]+)?$")
 
 
-def fingerprint(model: torch.nn.Module, delta: dict) -> str:
-    """sha256 of the base's values at the delta's slices (float32 bytes, linears sorted):
-    equal for the same base whatever file holds it, different for a sibling or a fine-tune.
-    `model` is the base, or a model whose deltas are not merged yet (its frozen weights)."""
+def fingerprint(model: torch.nn.Module, delta: dict, dtype: str | None = None) -> str:
+    """sha256 of the base's values at the delta's slices (rounded to `dtype`, the run's, then
+    float32 bytes; linears sorted): equal for the same base whatever file or dtype holds it,
+    different for a sibling or a fine-tune. `model` is the base, or a model whose deltas are
+    not merged yet (its frozen weights)."""
     modules, h = dict(model.named_modules()), hashlib.sha256()
     for name in check_delta_state(model, "the delta", delta):
         w = frozen_weight(modules[name])
         dim, index = int(delta[f"{name}.dim"]), delta[f"{name}.index"]
-        part = w.detach().index_select(dim, index.to(w.device)).float().cpu().contiguous()
+        part = w.detach().index_select(dim, index.to(w.device))
+        part = part.to(getattr(torch, dtype) if dtype else part.dtype).float().cpu().contiguous()
         h.update(name.encode())
         h.update(part.numpy().tobytes())
     return h.hexdigest()
@@ -62,7 +64,8 @@ def delta_metadata(model: torch.nn.Module, delta: dict, **facts) -> dict[str, st
     (`model` holds the base weights at the delta's slices) and `facts` (base_model, lang,
     method, rho, neurons, components, dtype), every value a string as safetensors wants."""
     return {"format": FORMAT, "format_version": FORMAT_VERSION, "langsub_version": __version__,
-            "base_fingerprint": fingerprint(model, delta),
+            "base_fingerprint": fingerprint(model, delta, dtype_name(
+                next(model.parameters()).dtype) if facts.get("dtype") is None else facts["dtype"]),
             **{k: ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
                for k, v in facts.items()}}
 
@@ -102,8 +105,12 @@ def read_delta(path: str | Path) -> tuple[dict, dict]:
                               f"{meta.get('langsub_version', '?')}); this langsub {__version__} "
                               f"reads version {FORMAT_VERSION}")
     bad = [k for k in tensors if not k.endswith((".delta", ".index", ".dim"))]
+    names = {k.rsplit(".", 1)[0] for k in tensors}
+    bad += [f"{n}.{p}" for n in sorted(names) for p in ("delta", "index", "dim")
+            if f"{n}.{p}" not in tensors]
     if not tensors or bad:
-        raise CheckpointError(f"{path}: not a neuron delta (tensor {bad[0] if bad else 'none'})")
+        raise CheckpointError(f"{path}: not a neuron delta (tensor {bad[0] if bad else 'none'} "
+                              "unexpected or missing)")
     return tensors, meta
 
 
@@ -129,10 +136,16 @@ def apply_deltas(model: torch.nn.Module, paths: list[str | Path], notify=print) 
     once). Every file is read and checked against the model before a weight changes; a base
     whose values at a delta's slices differ from its training base gets a `notify` line."""
     deltas = [(str(p), *read_delta(p)) for p in paths]
-    for path, tensors, _ in deltas:
+    seen: dict[tuple, str] = {}
+    for path, tensors, meta in deltas:
+        key = (meta.get("lang"), meta.get("base_fingerprint"))
+        if meta.get("lang") and key in seen:
+            raise CheckpointError(f"{seen[key]} and {path} are both deltas for {key[0]} from the "
+                                  "same base: they would add twice; pass one")
+        seen[key] = path
         check_delta_state(model, path, tensors)
     for path, tensors, meta in deltas:
-        have = fingerprint(model, tensors)
+        have = fingerprint(model, tensors, meta.get("dtype"))
         if meta.get("base_fingerprint") not in (None, have):
             notify(f"notice: {path} was trained on {meta.get('base_model', '?')} (fingerprint "
                    f"{meta['base_fingerprint'][:12]}); this base's is {have[:12]}: applying it "
@@ -167,25 +180,35 @@ def export(base: str, out: Path, specs: list[str], dtype: str | None = None,
     fits the base."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    out = out.resolve()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) \
+            and not (out / "config.json").is_file():
+        raise CheckpointError(f"--out {out}: exists and is not an earlier export (no "
+                              "config.json); choose a new or empty directory")
     paths = [resolve_delta(s) for s in specs]
     metas = [read_delta(p)[1] for p in paths]  # every file checked before the base loads
     dtype = dtype or delta_dtype(metas)
     try:
         model = AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, dtype))
+        tok = AutoTokenizer.from_pretrained(base)
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"--base {base}: cannot load a causal LM "
+        raise CheckpointError(f"--base {base}: cannot load a causal LM and its tokenizer "
                               f"({str(e).splitlines()[0][:120]})") from None
     apply_deltas(model, paths)
-    tmp = out.with_name(f".{out.name}.tmp")
+    tmp = out.parent / f".{out.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
-    AutoTokenizer.from_pretrained(base).save_pretrained(tmp)
-    shutil.rmtree(out, ignore_errors=True)
+    tok.save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)  # empty, or an earlier export
     tmp.rename(out)
     langs = ", ".join(m.get("lang", "?") for m in metas)
     print(f"applied {len(paths)} delta(s) ({langs}) to {base} ({dtype}) -> {out}")
     if push:
-        push_to_hub(out, push)
+        try:
+            push_to_hub(out, push)
+        except Exception as e:  # not logged in, no rights, offline: the hub's many errors
+            raise CheckpointError(f"--push-to-hub {push}: the upload failed ({type(e).__name__}:"
+                                  f" {str(e).splitlines()[0][:120]}); {out} is written") from None
         print(f"pushed {out} to the hub as {push}")
     return out
 

@@ -94,7 +94,7 @@ def setup(cfg: DictConfig) -> Job:
     if dm.hub is None:  # a local corpus: short data fails here, before the model loads
         dm.check_blocks()  # (a hub stream's budget needs the world size: checked below)
     L.seed_everything(cfg.seed, workers=True)
-    model, tok = load_model(cfg.model, tok)
+    model, tok = load_model(cfg.model, tok, on_cpu=cfg.trainer.get("accelerator") == "cpu")
     method = build_method(OmegaConf.to_container(cfg.method, resolve=True))
     _, total = count_params(model)
     trainer, evaluator = build_trainers(cfg, model)
@@ -166,19 +166,23 @@ def train(job: Job) -> None:
     if cfg.resume and resume_from is None:
         print(f"[langsub] resume=true but there is no {ckpt}: training starts at step 0 "
               "(pass the interrupted run's hydra.run.dir=...)")
+    device = job.evaluator.strategy.root_device
+    if device.type == "cuda":  # the peak of training, not of the statistics or evaluations
+        torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
     job.trainer.fit(module, datamodule=job.dm, ckpt_path=resume_from)
     seconds = time.perf_counter() - t0
     job.metrics.update(train_seconds=round(seconds, 2),
                        optimizer_steps=job.trainer.global_step,
                        tokens_per_step=tokens_per_step(cfg, job.trainer.world_size),
-                       train_tokens_per_s=round(module.tokens_seen / seconds, 1),
-                       **peak_memory(job.evaluator.strategy.root_device))
+                       train_tokens_per_s=round(module.tokens_this_fit() / seconds, 1),
+                       **peak_memory(device))
 
 
 def peak_memory(device: torch.device) -> dict:
-    """Peak memory of this process up to the end of training: the GPU's allocated peak, or
-    on CPU the peak resident set (VmHWM: the model, the data, everything)."""
+    """Peak memory: on a GPU the allocated peak of training (reset before `fit`); on CPU the
+    process's peak resident set up to the end of training (VmHWM: the model, the data, the
+    statistics pass and evaluations before it, everything)."""
     if device.type == "cuda":
         return {"peak_gpu_memory_gb": round(torch.cuda.max_memory_allocated(device) / 1e9, 3)}
     try:
@@ -277,7 +281,8 @@ def delta_header(job: Job) -> dict | None:
     cfg, m = job.cfg, job.cfg.model
     base = (m.get("path") or m.hub_id) + (f"@{m.revision}" if m.get("revision") else "")
     return delta_metadata(job.module.model, job.delta, base_model=base, lang=cfg.lang.code,
-                          method=job.method.name, rho=cfg.rho,
+                          method=job.method.name, rho=job.ident.rho_used if job.ident else None,
+                          selection=cfg.get("selection", "lape"), alpha=cfg.get("alpha"),
                           neurons=int(sum(len(t) for t in job.trained_mask)),
                           components=list(cfg.method.get("components") or []),
                           quantize=m.get("quantize"))

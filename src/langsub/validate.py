@@ -144,6 +144,8 @@ def _quantize_problems(cfg: DictConfig, method) -> list[str]:
     if "fsdp" in _strategy(cfg).lower():
         out.append(f"model.quantize={q} under FSDP: FSDP cannot shard packed weights here; "
                    "use a strategy without sharding, or model.quantize=null")
+    if cfg.get("dry_run"):  # the plan runs on the meta device: nothing is quantized
+        return out
     return out + backend_problems(q, cfg.trainer.get("accelerator", "auto"))
 
 

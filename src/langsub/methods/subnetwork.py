@@ -64,8 +64,9 @@ class Lape(Method):
 
     def prepare(self, model: nn.Module, neurons=None) -> nn.Module:
         if neurons is None or sum(len(n) for n in neurons) == 0:
-            raise ConfigError("the neuron set is empty: nothing would train "
-                              "(raise rho, lower threshold, or use rho=auto)")
+            raise ConfigError("the neuron set is empty: nothing would train (raise rho, lower "
+                              "threshold, or use rho=auto; with selection=significance raise "
+                              "alpha or give more identification text)")
         add_neuron_deltas(model, neurons, self.config.components)
         return model
 

@@ -2,6 +2,8 @@
 device (no weights) for dry runs and config checks."""
 from __future__ import annotations
 
+import os
+
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -16,21 +18,26 @@ def load_tokenizer(cfg_model: DictConfig):
     return tok
 
 
-def load_model(cfg_model: DictConfig, tok=None, quantized: bool = True):
+def load_model(cfg_model: DictConfig, tok=None, quantized: bool = True, on_cpu: bool = False):
     """Tokenizer and causal LM from a local directory (or the hub when only hub_id is set);
     its linear layers quantized when `model.quantize` is set (and `quantized`: False loads
-    the full-precision base that a quantized run's delta is shipped on)."""
+    the full-precision base that a quantized run's delta is shipped on). A quantized model
+    is placed by the loader: this process's GPU (LOCAL_RANK), or the CPU with `on_cpu`."""
     from transformers import AutoModelForCausalLM
 
     from langsub.model.quantize import keep_differentiable, quantization_config
 
     src = cfg_model.get("path") or cfg_model.hub_id
     tok = tok or load_tokenizer(cfg_model)
+    quantization = quantization_config(cfg_model) if quantized else None
+    placement = {}
+    if quantization is not None:  # bitsandbytes quantizes where the weights land
+        gpu = torch.cuda.is_available() and not on_cpu
+        placement["device_map"] = {"": f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if gpu else "cpu"}
     model = AutoModelForCausalLM.from_pretrained(
         src, dtype=getattr(torch, cfg_model.get("dtype", "float32")),
         attn_implementation=cfg_model.get("attn_implementation"),
-        revision=cfg_model.get("revision"),
-        quantization_config=quantization_config(cfg_model) if quantized else None)
+        revision=cfg_model.get("revision"), quantization_config=quantization, **placement)
     if quantized and cfg_model.get("quantize"):
         keep_differentiable(model)
     if cfg_model.get("gradient_checkpointing"):

@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from langsub.errors import MaskError
 from langsub.io import fingerprint
 from langsub.model.ffn import find_ffns
+from langsub.model.quantize import logical_numel
 from langsub.neurons import lape
 from langsub.neurons.cache import load_stats, save_stats, stats_meta
 from langsub.neurons.counting import ActivationStats
@@ -64,7 +65,7 @@ def choose_rho(cfg: DictConfig, over_zero, n_tokens, k: int, model) -> float:
     return lape.auto_rho(over_zero, n_tokens, k, min_fraction_params=b.get("min_fraction_params"),
                          min_neurons=b.get("min_neurons"), threshold=cfg.threshold,
                          params_per_neuron=per_neuron,
-                         total_params=sum(p.numel() for p in model.parameters()),
+                         total_params=sum(logical_numel(p) for p in model.parameters()),
                          scope=cfg.scope)
 
 

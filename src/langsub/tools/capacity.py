@@ -24,12 +24,16 @@ def axes(runs: list[dict]) -> tuple[list, list]:
 
 
 def varies_both(runs: list[dict]) -> bool:
-    rhos, tokens = axes(runs)
-    return len(rhos) > 1 and len(tokens) > 1
+    """The view applies: one method and language, several rho values and token counts."""
+    return not problems(runs)
 
 
 def problems(runs: list[dict]) -> list[str]:
-    """One line when the runs do not span both axes (the view needs a 2-D sweep)."""
+    """One line when the runs are not one method's sweep over both axes."""
+    kinds = sorted({(m["method"], m["lang"], m.get("selection", "lape")) for m in runs})
+    if len(kinds) > 1:
+        return [f"the capacity view compares one method on one language; these runs are "
+                f"{', '.join('/'.join(k) for k in kinds)}: give it one sweep's directory"]
     rhos, tokens = axes(runs)
     if len(rhos) > 1 and len(tokens) > 1:
         return []

@@ -14,6 +14,11 @@ from langsub.training.optim import attach_real_weight_decay
 from langsub.training.trainers import is_sharded
 
 
+def _key(lang: str) -> str:
+    """A ModuleDict key for a language code (`to`, Tongan, is an nn.Module attribute)."""
+    return f"lang_{lang}"
+
+
 class CausalLMModule(L.LightningModule):
     """Trains whatever the method left trainable; measures perplexity per language.
 
@@ -47,6 +52,8 @@ class CausalLMModule(L.LightningModule):
         self.replicas_identical: bool | None = None  # set after distributed training
         self.strict_loading = False  # checkpoints hold the trainable tensors only
         self._t0 = None
+        self._tokens_at_start = 0
+        self._decay_hooks: list = []
 
     # ---------------------------------------------------------------- steps
     def forward(self, batch):
@@ -80,14 +87,15 @@ class CausalLMModule(L.LightningModule):
         self._val_order = dm.val_order(fitting) if hasattr(dm, "val_order") else \
             (self.val_langs[:1] if fitting else self.val_langs)
         for lang in self._val_order:
-            if lang not in self.val_ppl:
-                self.val_ppl[lang] = TokenPerplexity(ignore_index=-100).to(self.device)
+            if _key(lang) not in self.val_ppl:
+                self.val_ppl[_key(lang)] = TokenPerplexity(ignore_index=-100).to(self.device)
 
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
-        self.val_ppl[self._val_order[dataloader_idx]].update(*self._logits_targets(batch))
+        self.val_ppl[_key(self._val_order[dataloader_idx])].update(*self._logits_targets(batch))
 
     def on_validation_epoch_end(self):
-        vals = {l: float(m.compute()) for l, m in self.val_ppl.items() if m.update_count}
+        vals = {k[len("lang_"):]: float(m.compute()) for k, m in self.val_ppl.items()
+                if m.update_count}
         for m in self.val_ppl.values():
             m.reset()
         general = [l for l in self.general_langs if l in vals]
@@ -96,7 +104,9 @@ class CausalLMModule(L.LightningModule):
         self.last_val = vals
         if self.trainer.state.fn != "fit":  # the before/after measurements: metrics.json
             return
-        if len(vals) > 1:  # the forgetting curve (the sanity check before step 1: its start)
+        # the forgetting curve; the sanity check before step 1 is its start (not again when
+        # a resumed run checks once more)
+        if len(vals) > 1 and not (self.trainer.sanity_checking and self.global_step > 0):
             self.val_curve.append({"step": self.global_step, "tokens": self.tokens_seen, **vals})
         if self.trainer.sanity_checking:
             return
@@ -120,7 +130,17 @@ class CausalLMModule(L.LightningModule):
         decoder = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model
         decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
 
+    def on_train_start(self):
+        self._tokens_at_start = self.tokens_seen  # after a resume restored it
+
+    def tokens_this_fit(self) -> int:
+        """Tokens trained by this process's `fit` (not those before a resume)."""
+        return self.tokens_seen - self._tokens_at_start
+
     def on_train_end(self):
+        for h in self._decay_hooks:  # they hold the deltas' modules: let the model go later
+            h.remove()
+        self._decay_hooks = []
         """Under DDP, check (not assume) that every rank ends with the same trainable weights
         (under FSDP each rank holds different shards: nothing to compare)."""
         if self.trainer.world_size > 1 and not is_sharded(self.trainer):
@@ -134,7 +154,7 @@ class CausalLMModule(L.LightningModule):
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
         opt = self.optimizer_factory(params)
-        attach_real_weight_decay(opt, self.model)  # a neuron delta decays W_S + Δ, not Δ
+        self._decay_hooks = attach_real_weight_decay(opt, self.model)  # W_S + Δ decays, not Δ
         if self.scheduler_factory is None:
             return opt
         sched = self.scheduler_factory(opt, total_steps=max(1, self.trainer.max_steps))
