@@ -319,7 +319,7 @@ def test_main_job_with_an_nf4_base_ships_on_the_full_precision_base(tmp_path):
     assert m["peak_rss_gb"] > 0.1 and m["train_tokens_per_s"] > 0 and m["stats_tokens_per_s"] > 0
     keys = [json.loads(p.read_text()) for p in (tmp_path / "cache").rglob("*.json")]
     keys = [k for k in keys if isinstance(k, dict) and "model" in k]  # statistics sidecars
-    assert keys and all(k["model"]["quantize"] == "nf4" for k in keys)
+    assert keys and all(k["model"]["quantize"] == "nf4/dequantized" for k in keys)
     plain = AutoModelForCausalLM.from_pretrained(run / "export").eval()
     expect = apply_deltas(AutoModelForCausalLM.from_pretrained(TINY).eval(),
                           [run / "delta.safetensors"])

@@ -26,8 +26,9 @@ def model_identity(model, tokenizer, cfg_model: DictConfig) -> dict:
                 ident["files"][p.name] = file_digest(p) if p.stat().st_size < 64 << 20 \
                     else p.stat().st_size
     ident["vocab"] = len(tokenizer)
-    if cfg_model.get("quantize"):  # statistics of the quantized model that trains
-        ident["quantize"] = cfg_model.quantize
+    if cfg_model.get("quantize"):  # statistics of the quantized model that trains, computed
+        # by dequantizing into the model's dtype (model/quantize.py: keep_differentiable)
+        ident["quantize"] = f"{cfg_model.quantize}/dequantized"
     return ident
 
 
