@@ -53,11 +53,12 @@ def stability_figure(o: dict, path: Path) -> None:
     """Mean Jaccard (± std over seeds) of each language's subsample mask with its all-text
     mask, against the identification tokens per language (log x)."""
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for l in o["langs"]:
+    for i, l in enumerate(o["langs"]):  # 20 colours, then dashed: every language its own
         j = torch.tensor(o["jaccard"][l], dtype=torch.float64)
         std = j.std(1, unbiased=False) if j.shape[1] > 1 else torch.zeros(len(j))
         ax.errorbar(o["tokens"][l], j.mean(1).tolist(), yerr=std.tolist(), marker="o",
-                    ms=3, capsize=2, label=l)
+                    ms=3, capsize=2, label=l, color=plt.cm.tab20(i % 20),
+                    ls="-" if i < 20 else "--")
     ax.set_xscale("log")
     ax.set(xlabel="identification tokens per language", ylabel="Jaccard with the all-text mask",
            title="LAPE identification on less text", ylim=(0, 1.05))
