@@ -12,6 +12,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from langsub.data.corpus import corpus_file
 from langsub.errors import ConfigError, CorpusError, MaskError, UnsupportedModelError
+from langsub.model.quantize import QUANTIZATIONS
 from langsub.model.ffn import find_ffns
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -64,7 +65,7 @@ RULES = {
     "objective": _choice("target", "target_and_general"),
     "general": _langs(1), "analysis_eval_tokens": _int(1), "resume": _bool(),
     "dry_run": _bool(), "export": _bool(), "debug_errors": _bool(),
-    "model.dtype": _choice(*DTYPES), "model.quantize": _choice(None, "nf4", "int8"),
+    "model.dtype": _choice(*DTYPES), "model.quantize": _choice(None, *QUANTIZATIONS),
     "model.revision": ((lambda v: v is None or isinstance(v, str) and v != ""),
                        "a hub commit, branch or tag, or null"), "model.gradient_checkpointing": _bool(),
     "model.attn_implementation": _choice(None, "eager", "sdpa", "flash_attention_2",
@@ -134,7 +135,7 @@ def _quantize_problems(cfg: DictConfig, method) -> list[str]:
     from langsub.model.quantize import backend_problems
 
     q = cfg.model.get("quantize")
-    if q not in ("nf4", "int8"):
+    if q not in QUANTIZATIONS:
         return []  # null, or a bad value the rules table names
     out = []
     if not method.supports_quantized:

@@ -276,9 +276,7 @@ def original_slices(model: nn.Module) -> dict[str, torch.Tensor]:
     """The frozen weight at the trained indices, `<linear>` -> slice (what a reversal puts back)."""
     out = {}
     for name, lin, p in neuron_deltas(model):
-        w = lin.parametrizations.weight.original.detach() if isinstance(p, NeuronDelta) \
-            else dense_weight(lin)
-        out[name] = w.index_select(p.dim, p.index).clone()
+        out[name] = frozen_weight(lin).detach().index_select(p.dim, p.index).clone()
     return out
 
 
