@@ -7,7 +7,7 @@
 Reads <run>/.hydra/config.yaml (key=value arguments override it), the base model it names,
 neurons.json and delta.safetensors (export/ for methods without a delta, e.g. lora);
 writes <run>/analysis/ as the main job does and adds the scalar results to metrics.json.
-lm-eval runs only when eval.lm_eval.tasks is given on this command line.
+lm-eval runs only when eval.lm_eval.tasks (or .suite=paper) is given on this command line.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from langsub.errors import ConfigError
+from langsub.evaluation.benchmarks import tasks_of
 
 _ROOT = Path(__file__).resolve().parents[2]  # a checkout: the repo root, where conf/ and data/ are
 
@@ -34,8 +35,9 @@ def run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     given = OmegaConf.from_dotlist(overrides)
     if "analysis" not in given and not cfg.get("analysis"):
         cfg.analysis = "all"
-    if OmegaConf.select(given, "eval.lm_eval.tasks") is None:  # benchmarks only when asked here
-        OmegaConf.update(cfg, "eval.lm_eval.tasks", [], merge=True)
+    for key, off in (("tasks", []), ("suite", None)):  # benchmarks only when asked here
+        if OmegaConf.select(given, f"eval.lm_eval.{key}") is None:
+            OmegaConf.update(cfg, f"eval.lm_eval.{key}", off, merge=True)
     return OmegaConf.merge(cfg, given)
 
 
@@ -87,7 +89,7 @@ def analyze(run_dir: Path, overrides: list[str]) -> dict:
 
     cfg = run_config(run_dir, overrides)
     check_config(cfg)
-    analyses, benchmarks = wanted(cfg.get("analysis")), bool(cfg.eval.lm_eval.tasks)
+    analyses, benchmarks = wanted(cfg.get("analysis")), bool(tasks_of(cfg))
     problems = run_problems(run_dir, analyses, benchmarks)
     if problems:
         raise ConfigError("\n".join(problems))

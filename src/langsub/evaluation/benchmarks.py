@@ -1,11 +1,14 @@
 """Benchmarks through EleutherAI's lm-evaluation-harness, in process, on the model object.
 
     python train.py lang=af eval.lm_eval.tasks=[langsub_cloze_af,belebele_afr_Latn]
+    python train.py lang=af eval=paper           # the paper's suite (langsub.evaluation.paper)
+    python train.py lang=af eval=paper_offline   # the same on local stand-ins (no hub)
 
 lm-eval is imported only when `eval.lm_eval.tasks` is set, so the main job does not pay
 for it otherwise. Local task directories (`eval.lm_eval.include_path`, by default
 data/lm_eval with the `langsub_cloze_<lang>` tasks) are indexed first; lm-eval's built-in
-index (~15 k tasks, seconds to build) only when a name is not found there.
+index (~15 k tasks, seconds to build) only when a name is not found there. The package's
+own tasks (`paper_tasks/`, the paper's suite) are always on the path.
 """
 from __future__ import annotations
 
@@ -18,43 +21,99 @@ from pathlib import Path
 
 import torch
 
+from langsub.evaluation import paper
+
+PACKAGE_TASKS = Path(__file__).resolve().parent / "paper_tasks"
+SUITES = ("paper",)
+
 
 def _paths(include_path) -> tuple[str, ...]:
-    if not include_path:
-        return ()
-    items = [include_path] if isinstance(include_path, (str, Path)) else list(include_path)
+    items = [] if not include_path else \
+        [include_path] if isinstance(include_path, (str, Path)) else list(include_path)
     return tuple(str(p) for p in items)
 
 
 @functools.lru_cache(maxsize=4)
-def _manager(paths: tuple[str, ...], defaults: bool):
+def _manager(paths: tuple[str, ...], defaults: bool, data_dir: str | None):
     from lm_eval.tasks import TaskManager
 
-    return TaskManager(include_path=list(paths) or None, include_defaults=defaults)
+    return TaskManager(include_path=[*paths, str(PACKAGE_TASKS)], include_defaults=defaults,
+                       metadata={"langsub_data_dir": data_dir})
 
 
-def task_manager(tasks, include_path):
-    """The cheapest TaskManager that knows every name in `tasks` (local dirs first)."""
-    paths = _paths(include_path)
-    if paths:
-        local = _manager(paths, False)
-        if all(t in local.all_tasks for t in tasks):
-            return local
-    return _manager(paths, True)
+def task_manager(tasks, include_path, data_dir: str | None = None):
+    """The cheapest TaskManager that knows every name in `tasks` (local dirs first); the
+    paper's tasks read their datasets from `data_dir` (stand-ins) when it is set."""
+    paths, data_dir = _paths(include_path), str(data_dir) if data_dir else None
+    local = _manager(paths, False, data_dir)
+    if all(t in local.all_tasks for t in tasks):
+        return local
+    return _manager(paths, True, data_dir)
 
 
-def config_problems(ecfg) -> list[str]:
+def tasks_of(cfg) -> list[str]:
+    """`eval.lm_eval.tasks`, after the suite's tasks for the run's language (eval=paper)."""
+    ecfg = (cfg.get("eval") or {}).get("lm_eval") or {}
+    extra = list(ecfg.get("tasks") or [])
+    if ecfg.get("suite") != "paper":
+        return extra
+    suite = paper.task_names(cfg.lang.code)
+    return suite + [t for t in extra if t not in suite]
+
+
+def _suite_problems(cfg, ecfg) -> list[str]:
+    """The suite's language names and datasets: offline without stand-ins, one line."""
+    suite, lang = ecfg.get("suite"), cfg.get("lang") or {}
+    if suite is None:
+        return []
+    if suite not in SUITES:
+        return [f"eval.lm_eval.suite={suite!r}: allowed is {', '.join(SUITES)} or null"]
+    missing = [k for k in ("flores", "sib200") if not lang.get(k)]
+    if missing:
+        return [f"lang={lang.get('code')}: conf/lang/{lang.get('code')}.yaml has no "
+                f"{' or '.join(missing)} name, which eval=paper needs (the FLORES+ and "
+                "SIB-200/Belebele config, e.g. flores: afr_Latn, sib200: afr_Latn)"]
+    data_dir = ecfg.get("data_dir")
+    needed = paper.hub_datasets(tasks_of(cfg), dict(lang))
+    if data_dir:
+        absent = [h for h, _ in needed if not (Path(data_dir) / h / "README.md").is_file()]
+        return [f"eval.lm_eval.data_dir={data_dir}: no stand-in of {', '.join(absent)} "
+                "(a directory laid out like the hub repository, see data/README.md)"] if absent else []
+    return _hub_problems(needed)
+
+
+def _hub_problems(needed) -> list[str]:
+    """One line when the hub cannot serve the suite's first dataset (offline, unreachable)."""
+    from huggingface_hub import HfApi, constants
+
+    hub_id = needed[0][0] if needed else None
+    if hub_id is None:
+        return []
+    why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else None
+    if why is None:
+        try:
+            HfApi().dataset_info(hub_id, timeout=10)
+        except Exception as e:  # no network, DNS, proxy, gated: the hub's many error types
+            why = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
+    return [] if why is None else [
+        f"eval=paper reads {hub_id} (and {len(needed) - 1} more datasets) from the hub, which "
+        f"is not reachable ({why}): use eval=paper_offline for the local stand-ins"]
+
+
+def config_problems(ecfg, cfg=None) -> list[str]:
     """One line per bad `eval.lm_eval` value; task names checked against lm-eval's index."""
-    tasks = list(ecfg.get("tasks") or [])
-    if not tasks:
+    tasks = tasks_of(cfg) if cfg is not None else list(ecfg.get("tasks") or [])
+    if not tasks and not ecfg.get("suite"):
         return []
     try:
         import lm_eval  # noqa: F401
     except ImportError:
-        return ["eval.lm_eval.tasks is set but lm-eval is not installed: "
-                "pip install -e '.[eval]'"]
+        return [f"eval.lm_eval.{'suite' if ecfg.get('suite') else 'tasks'} is set but lm-eval "
+                "is not installed: pip install -e '.[eval]'"]
     out = [f"eval.lm_eval.include_path: {p} is not a directory"
            for p in _paths(ecfg.get("include_path")) if not Path(p).is_dir()]
+    if cfg is not None:
+        out += _suite_problems(cfg, ecfg)
     n, limit, bs = ecfg.get("num_fewshot"), ecfg.get("limit"), ecfg.get("batch_size")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
         out.append(f"eval.lm_eval.num_fewshot={n!r}: allowed is an integer >= 0 or null")
@@ -71,9 +130,11 @@ def config_problems(ecfg) -> list[str]:
     for t in tasks:
         if t not in known:
             close = difflib.get_close_matches(t, known, n=3)
-            out.append(f"eval.lm_eval.tasks: {t!r} is not an lm-eval task"
-                       + (f" (did you mean {', '.join(close)}?)" if close else
-                          " (list them with `lm-eval ls tasks`)"))
+            hint = (" (the paper's tasks of a new conf/lang file: python "
+                    "scripts/build_paper_tasks.py)" if t.startswith("langsub_") else
+                    f" (did you mean {', '.join(close)}?)" if close else
+                    " (list them with `lm-eval ls tasks`)")
+            out.append(f"eval.lm_eval.tasks: {t!r} is not an lm-eval task{hint}")
     return out
 
 
@@ -103,12 +164,14 @@ def _preserved_rng():
     np.random.set_state(npy)
 
 
-def evaluate(model, tokenizer, ecfg, seed: int = 0, device=None) -> dict[str, float]:
-    """Run `ecfg.tasks` on the model object (moved to `device` meanwhile); flat results."""
+def evaluate(model, tokenizer, ecfg, seed: int = 0, device=None,
+             tasks=None) -> dict[str, float]:
+    """Run `tasks` (default `ecfg.tasks`) on the model object (moved to `device` meanwhile);
+    flat results. Generation is batched by lm-eval (`ecfg.batch_size`)."""
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
 
-    tasks = list(ecfg["tasks"])
+    tasks = list(ecfg["tasks"] if tasks is None else tasks)
     home = next(model.parameters()).device
     if device is not None:
         model.to(device)
@@ -118,7 +181,8 @@ def evaluate(model, tokenizer, ecfg, seed: int = 0, device=None) -> dict[str, fl
             res = simple_evaluate(model=lm, tasks=tasks, num_fewshot=ecfg.get("num_fewshot"),
                                   limit=ecfg.get("limit"), log_samples=False,
                                   bootstrap_iters=ecfg.get("bootstrap_iters", 1000),
-                                  task_manager=task_manager(tasks, ecfg.get("include_path")),
+                                  task_manager=task_manager(tasks, ecfg.get("include_path"),
+                                                            ecfg.get("data_dir")),
                                   random_seed=seed, fewshot_random_seed=seed)
     finally:
         model.to(home)
@@ -127,11 +191,11 @@ def evaluate(model, tokenizer, ecfg, seed: int = 0, device=None) -> dict[str, fl
 
 def run_phase(model, tokenizer, cfg, phase: str, logger=None, device=None) -> dict[str, float]:
     """`lm_eval_<phase>/<task>/<metric>` for metrics.json and TensorBoard; {} when off."""
-    ecfg = cfg.get("eval", {}).get("lm_eval") or {}
-    if not ecfg.get("tasks"):
+    ecfg, tasks = cfg.get("eval", {}).get("lm_eval") or {}, tasks_of(cfg)
+    if not tasks:
         return {}
     scores = {f"lm_eval_{phase}/{k}": v for k, v in
-              evaluate(model, tokenizer, ecfg, cfg.seed, device).items()}
+              evaluate(model, tokenizer, ecfg, cfg.seed, device, tasks).items()}
     if logger is not None:
         logger.log_metrics(scores, step=0)
     return scores

@@ -1,0 +1,144 @@
+"""Build small local stand-ins of the paper's evaluation datasets from the embedded corpus.
+
+    python scripts/build_paper_standins.py   # rewrites data/lm_eval/paper_standins/
+
+Each stand-in is laid out like its hub repository (`<owner>/<name>/README.md` with
+`configs:`, then `<config>/<split>.jsonl` with the hub's columns), so `eval=paper_offline`
+reads it with the same `datasets.load_dataset` call as the real one. They are stand-ins:
+they exercise the suite's plumbing without a hub and say nothing about the benchmarks.
+- FLORES+ (devtest): the 102 held-out MediaWiki messages present in all 19 languages
+  (data/parallel/mediawiki.jsonl), joined on `id` as the real sentences are.
+- OPUS-100 (test): the 30 UDHR articles (data/parallel/udhr.jsonl), paired with English.
+- SIB-200 (test): up to 100 test sentences per language; `category` is the sentence's
+  *source*, not its subject: UDHR articles "politics", LibreOffice strings
+  "science/technology", MediaWiki messages "entertainment".
+- Belebele (test): the language's langsub_cloze items: the first half as the passage, the
+  four candidate endings as answers.
+- MMLU, HellaSwag, PIQA (two endings), ARC-Easy / ARC-Challenge (items 0–49 / 50–99): the
+  English langsub_cloze items; WinoGrande: English test sentences with one word blanked and
+  a word of another sentence as the wrong option.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCE_TOPIC = {"lo": "science/technology", "mw": "entertainment", "udhr": "politics"}
+
+
+def write(root: Path, hub_id: str, tables: dict[tuple[str, str], list[dict]]) -> None:
+    """`tables[(config, split)]` rows → <root>/<hub_id>/<config>/<split>.jsonl + README.md."""
+    base = root / hub_id
+    lines = ["---", "configs:"]
+    by_config: dict[str, list[str]] = {}
+    for (config, split), rows in sorted(tables.items()):
+        path = base / config / f"{split}.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                        encoding="utf-8")
+        by_config.setdefault(config, []).append(split)
+    for config, splits in by_config.items():
+        lines += [f"- config_name: {config}", "  data_files:"]
+        lines += [f"  - split: {s}\n    path: {config}/{s}.jsonl" for s in splits]
+    lines += ["---", f"Stand-in for {hub_id}, built from the embedded corpus by "
+              "scripts/build_paper_standins.py (see data/README.md). Not the real dataset.", ""]
+    (base / "README.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.open(encoding="utf-8")]
+
+
+def monolingual(data: Path, langs: dict[str, dict], n: int):
+    mw, udhr = jsonl(data / "parallel" / "mediawiki.jsonl"), jsonl(data / "parallel" / "udhr.jsonl")
+    flores, opus, sib, bele = {}, {}, {}, {}
+    for code, f in langs.items():
+        iso, script = f["flores"].split("_")
+        flores[(f["flores"], "devtest")] = [
+            {"id": i + 1, "iso_639_3": iso, "iso_15924": script, "glottocode": "",
+             "text": r[code], "url": "", "domain": "stand-in", "topic": "stand-in",
+             "has_image": 0, "has_hyperlink": 0} for i, r in enumerate(mw)]
+        if code == "en":
+            continue
+        pair = "-".join(sorted((code, "en")))
+        opus[(pair, "test")] = [{"translation": {code: r[code], "en": r["en"]}} for r in udhr]
+        rows = [(r["text"], r["source"]) for r in jsonl(data / "corpus" / f"{code}.jsonl")
+                if r["split"] == "test"]
+        rows = [(r[code], "udhr") for r in udhr] + rows
+        random.Random(f"sib:{code}").shuffle(rows)
+        sib[(f["sib200"], "test")] = [
+            {"index_id": i, "category": SOURCE_TOPIC[s], "text": t}
+            for i, (t, s) in enumerate(rows[:n])]
+        cloze = jsonl(data / "lm_eval" / "langsub_cloze" / f"{code}.jsonl")[:n]
+        bele[(f["sib200"], "test")] = [
+            {"link": "", "question_number": i + 1, "flores_passage": c["prefix"],
+             "question": "Which ending completes the passage?",
+             **{f"mc_answer{k + 1}": c["choices"][k].strip() for k in range(4)},
+             "correct_answer_num": str(c["label"] + 1), "dialect": f["sib200"],
+             "ds": "stand-in"} for i, c in enumerate(cloze)]
+    return {"openlanguagedata/flores_plus": flores, "Helsinki-NLP/opus-100": opus,
+            "Davlan/sib200": sib, "facebook/belebele": bele}
+
+
+def winogrande(sentences: list[str], n: int, seed: int) -> list[dict]:
+    rng, out = random.Random(f"winogrande:{seed}"), []
+    words = [s.split(" ") for s in sentences if len(s.split(" ")) >= 6]
+    for i, w in enumerate(words[:n]):
+        k = len(w) // 2
+        other = rng.choice([x for x in words[(i + 1) % len(words)] if x != w[k]] or ["it"])
+        answer = rng.randrange(2)
+        options = [w[k], other] if answer == 0 else [other, w[k]]
+        out.append({"sentence": " ".join(w[:k] + ["_"] + w[k + 1:]), "option1": options[0],
+                    "option2": options[1], "answer": str(answer + 1)})
+    return out
+
+
+def general(data: Path, n: int) -> dict:
+    cloze = jsonl(data / "lm_eval" / "langsub_cloze" / "en.jsonl")[:n]
+    test = [r["text"] for r in jsonl(data / "corpus" / "en.jsonl") if r["split"] == "test"]
+    ends = lambda c: [x.strip() for x in c["choices"]]  # noqa: E731
+    mmlu = [{"question": c["prefix"] + " …", "subject": "stand_in", "choices": ends(c),
+             "answer": c["label"]} for c in cloze]
+    hellaswag = [{"ind": i, "activity_label": "Stand-in", "ctx_a": c["prefix"], "ctx_b": "",
+                  "ctx": c["prefix"], "endings": ends(c), "source_id": "stand-in",
+                  "split": "val", "split_type": "indomain", "label": str(c["label"])}
+                 for i, c in enumerate(cloze)]
+    piqa = []
+    for c in cloze:
+        real, wrong = ends(c)[c["label"]], ends(c)[(c["label"] + 1) % 4]
+        flip = c["id"] % 2
+        piqa.append({"goal": c["prefix"], "sol1": wrong if flip else real,
+                     "sol2": real if flip else wrong, "label": flip})
+    arc = [{"id": f"standin-{c['id']}", "question": c["prefix"] + " …",
+            "choices": {"text": ends(c), "label": list("ABCD")},
+            "answerKey": "ABCD"[c["label"]]} for c in cloze]
+    half = len(arc) // 2
+    return {"cais/mmlu": {("all", "validation"): mmlu},
+            "Rowan/hellaswag": {("default", "validation"): hellaswag},
+            "baber/piqa": {("default", "validation"): piqa},
+            "allenai/winogrande": {("winogrande_xl", "validation"): winogrande(test, n, 0)},
+            "allenai/ai2_arc": {("ARC-Easy", "validation"): arc[:half],
+                                ("ARC-Challenge", "validation"): arc[half:]}}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=ROOT / "data", type=Path)
+    ap.add_argument("--langs", default=ROOT / "conf" / "lang", type=Path)
+    ap.add_argument("--out", default=ROOT / "data" / "lm_eval" / "paper_standins", type=Path)
+    ap.add_argument("--n", default=100, type=int, help="items per language and dataset")
+    a = ap.parse_args(argv)
+    langs = {p.stem: OmegaConf.to_container(OmegaConf.load(p))
+             for p in sorted(a.langs.glob("*.yaml"))}
+    for hub_id, tables in {**monolingual(a.data, langs, a.n), **general(a.data, a.n)}.items():
+        write(a.out, hub_id, tables)
+        print(f"{hub_id}: {sum(len(r) for r in tables.values())} rows")
+
+
+if __name__ == "__main__":
+    main()
