@@ -5,6 +5,7 @@
 Per language of conf/lang (not English): FLORES+ and OPUS-100 translation both ways, SIB-200
 and Belebele (generation, the authors' prompts) and Belebele log-likelihood; once: MMLU,
 HellaSwag, PIQA, WinoGrande, ARC-Easy, ARC-Challenge, each as generation and log-likelihood.
+Tags: `langsub_paper_<code>` (a language's monolingual tasks), `langsub_paper_general`.
 The shared keys live in _generate_yaml / _loglikelihood_yaml, the functions in utils.py.
 """
 from __future__ import annotations
@@ -68,7 +69,7 @@ def generation(kind: str, kwargs: str, split: str, extra: str = "") -> str:
 
 
 def language_tasks(code: str, f: dict, en: dict) -> dict[str, str]:
-    out, mono = {}, "langsub_paper, langsub_paper_monolingual"
+    out, mono = {}, f"langsub_paper, langsub_paper_monolingual, langsub_paper_{code}"
     for ds, (a, b), split in (("flores", (f["flores"], en["flores"]), "devtest"),
                               ("opus", (code, "en"), "test")):
         for (src, tgt, tname), pair in (((a, b, en["name"]), f"{code}_en"),

@@ -97,7 +97,8 @@ FAST = ["debug=fast"]
 
 
 TIMING = ("train_seconds", "stats_cache_hit", "train_tokens_per_s", "stats_seconds",
-          "stats_tokens_per_s", "peak_rss_gb", "peak_gpu_memory_gb")
+          "stats_tokens_per_s", "peak_rss_gb", "peak_gpu_memory_gb", "lm_eval_seconds/before",
+          "lm_eval_seconds/after")
 
 
 def _drop_timing(m: dict) -> dict:
@@ -206,14 +207,27 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_pat
 
 
 def test_report_renders_every_method(tmp_path):
+    """Two methods with the paper's suite on the stand-ins (eval=paper_offline): every
+    task scored before and after, and the report's Table 2."""
     for meth in ("lape", "full"):
-        _fast([f"method={meth}"], tmp_path, f"sweep/{meth}")
+        _fast([f"method={meth}", "eval=paper_offline", "eval.lm_eval.limit=2"], tmp_path,
+              f"sweep/{meth}")
+    m = json.loads((tmp_path / "sweep/lape/metrics.json").read_text())
+    for phase in ("before", "after"):
+        for key in ("flores_af_en/chrf", "flores_en_af/chrf", "opus_af_en/bleu", "sib200_af/acc",
+                    "belebele_af/acc", "belebele_af_ll/acc", "mmlu/acc", "hellaswag/acc",
+                    "arc_easy/acc", "arc_challenge_ll/acc", "piqa/acc", "winogrande_ll/acc"):
+            assert 0 <= m[f"lm_eval_{phase}/langsub_{key}"] <= 100, (phase, key)
     r = subprocess.run([sys.executable, "-m", "langsub.report", str(tmp_path / "sweep")],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     md = (tmp_path / "sweep/report.md").read_text()
     assert "| lape | af |" in md and "| full | af |" in md
     assert (tmp_path / "sweep/report.png").stat().st_size > 1000
+    assert "The paper's evaluation suite (Table 2)" in md
+    for row in ("| af | base | 2 |", "| af | lape | 1 |", "| af | full | 1 |"):
+        assert md.count(row) == 2, row  # generation and log-likelihood tables
+    assert (tmp_path / "sweep/paper_table.png").stat().st_size > 1000
 
 
 def test_ddp_cpu_statistics_equal_one_process(tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from langsub.errors import ConfigError
 from langsub.io import atomic_write_text
-from langsub.tools import capacity, compare, forgetting
+from langsub.tools import capacity, compare, forgetting, paper_table, pct
 
 
 def load_runs(root: Path) -> list[dict]:
@@ -25,9 +25,6 @@ def load_runs(root: Path) -> list[dict]:
     return runs
 
 
-def _pct(a, b) -> float:
-    return 100 * (a / b - 1)
-
 
 def table(runs: list[dict]) -> str:
     lines = ["| method | lang | trainable % | target ppl before → after | Δ % | "
@@ -39,9 +36,9 @@ def table(runs: list[dict]) -> str:
         lines.append(
             f"| {method} | {m['lang']} | {100 * m['trainable_fraction']:.3f} | "
             f"{m['ppl_before/target']:.2f} → {m['ppl_after/target']:.2f} | "
-            f"{_pct(m['ppl_after/target'], m['ppl_before/target']):+.2f} | "
+            f"{pct(m['ppl_after/target'], m['ppl_before/target']):+.2f} | "
             f"{m['ppl_before/general']:.2f} → {m['ppl_after/general']:.2f} | "
-            f"{_pct(m['ppl_after/general'], m['ppl_before/general']):+.2f} | "
+            f"{pct(m['ppl_after/general'], m['ppl_before/general']):+.2f} | "
             f"{m['train_seconds']:.0f} | {m['_dir']} |")
     return "\n".join(lines)
 
@@ -53,8 +50,8 @@ def chart(runs: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = [f"{m['method']}\n{m['lang']}" for m in runs]
-    t = [_pct(m["ppl_after/target"], m["ppl_before/target"]) for m in runs]
-    g = [_pct(m["ppl_after/general"], m["ppl_before/general"]) for m in runs]
+    t = [pct(m["ppl_after/target"], m["ppl_before/target"]) for m in runs]
+    g = [pct(m["ppl_after/general"], m["ppl_before/general"]) for m in runs]
     x = range(len(runs))
     fig, ax = plt.subplots(figsize=(1.2 * len(runs) + 2, 3.5))
     ax.bar([i - 0.2 for i in x], t, 0.4, label="target ppl Δ %")
@@ -97,6 +94,10 @@ def main(argv=None) -> None:
         forgetting.figure(runs, a.root / "forgetting.png")
         body += (f"## Forgetting over training\n\n{forgetting.table(runs)}\n\n"
                  f"![forgetting](forgetting.png)\n\n## Every run\n\n")
+    if paper_table.present(runs):  # eval=paper: the paper's Table 2
+        paper_table.figure(runs, a.root / "paper_table.png")
+        body += (f"## The paper's evaluation suite (Table 2)\n\n{paper_table.table(runs)}\n\n"
+                 f"![paper suite](paper_table.png)\n\n## Every run\n\n")
     atomic_write_text(a.root / "report.md", body + f"{md}\n\n![perplexity change](report.png)\n")
     print(body + md)
     print(f"\nwritten: {a.root / 'report.md'}, {a.root / 'report.png'}")

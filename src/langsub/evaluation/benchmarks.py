@@ -16,6 +16,7 @@ import difflib
 import functools
 import math
 import random
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -190,12 +191,15 @@ def evaluate(model, tokenizer, ecfg, seed: int = 0, device=None,
 
 
 def run_phase(model, tokenizer, cfg, phase: str, logger=None, device=None) -> dict[str, float]:
-    """`lm_eval_<phase>/<task>/<metric>` for metrics.json and TensorBoard; {} when off."""
+    """`lm_eval_<phase>/<task>/<metric>` for metrics.json and TensorBoard, and the phase's
+    wall time `lm_eval_seconds/<phase>`; {} when off."""
     ecfg, tasks = cfg.get("eval", {}).get("lm_eval") or {}, tasks_of(cfg)
     if not tasks:
         return {}
+    start = time.perf_counter()
     scores = {f"lm_eval_{phase}/{k}": v for k, v in
               evaluate(model, tokenizer, ecfg, cfg.seed, device, tasks).items()}
+    scores[f"lm_eval_seconds/{phase}"] = round(time.perf_counter() - start, 2)
     if logger is not None:
         logger.log_metrics(scores, step=0)
     return scores

@@ -11,10 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from langsub.errors import ConfigError
-
-
-def _pct(after: float, before: float) -> float:
-    return 100 * (after / before - 1)
+from langsub.tools import pct
 
 
 def axes(runs: list[dict]) -> tuple[list, list]:
@@ -50,8 +47,8 @@ def cells(runs: list[dict]) -> dict[tuple[float, int], dict]:
             continue
         c = out.setdefault((float(m["rho"]), int(m["tokens_seen"])),
                            {"target": [], "general": [], "neurons": []})
-        c["target"].append(_pct(m["ppl_after/target"], m["ppl_before/target"]))
-        c["general"].append(_pct(m["ppl_after/general"], m["ppl_before/general"]))
+        c["target"].append(pct(m["ppl_after/target"], m["ppl_before/target"]))
+        c["general"].append(pct(m["ppl_after/general"], m["ppl_before/general"]))
         c["neurons"].append(m.get("neurons") or 0)
     return {k: {"target": sum(v["target"]) / len(v["target"]),
                 "general": sum(v["general"]) / len(v["general"]),

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from langsub.errors import ConfigError
 from langsub.io import atomic_write_text
+from langsub.tools import pct
 
 TARGET, GENERAL = "valid_ppl_after/target", "valid_ppl_after/general"
 
@@ -78,10 +79,6 @@ def summary(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(var)
 
 
-def _pct(after: float, before: float) -> float:
-    return 100 * (after / before - 1)
-
-
 def at_chosen(runs: list[dict], method: str, lr: float) -> list[dict]:
     """The runs of `method` at the chosen lr (the grid's first seed and the repeats)."""
     return sorted((m for m in runs if m["method"] == method and math.isclose(m["lr"], lr)),
@@ -98,8 +95,8 @@ def table(runs: list[dict], spec: dict) -> str:
         rs = at_chosen(runs, method, c["lr"])
         if not rs:
             continue
-        t = [_pct(m["ppl_after/target"], m["ppl_before/target"]) for m in rs]
-        g = [_pct(m["ppl_after/general"], m["ppl_before/general"]) for m in rs]
+        t = [pct(m["ppl_after/target"], m["ppl_before/target"]) for m in rs]
+        g = [pct(m["ppl_after/general"], m["ppl_before/general"]) for m in rs]
         (tm, ts), (gm, gs) = summary(t), summary(g)
         lines.append(f"| {method} | {c['lr']:g} | {'yes' if c['met_rule'] else 'no'} | "
                      f"{len(rs)} | {tm:+.2f} ± {ts:.2f} | {', '.join(f'{v:+.2f}' for v in t)} | "
@@ -115,7 +112,7 @@ def grid_table(runs: list[dict], spec: dict) -> str:
                     key=lambda r: (spec["methods"].index(r["method"]), r["lr"])):
         c = spec["chosen"][m["method"]]["lr"]
         lines.append(f"| {m['method']} | {m['lr']:g} | "
-                     f"{_pct(m[TARGET], m['valid_ppl_before/target']):+.2f} | "
+                     f"{pct(m[TARGET], m['valid_ppl_before/target']):+.2f} | "
                      f"{100 * rise(m):+.2f} | {'◀' if math.isclose(m['lr'], c) else ''} |")
     return "\n".join(lines)
 
@@ -131,7 +128,7 @@ def pareto_figure(runs: list[dict], spec: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     first = spec["seeds"][0]
     for i, method in enumerate(spec["methods"]):
-        pts = sorted((_pct(m[TARGET], m["valid_ppl_before/target"]), 100 * rise(m), m["lr"])
+        pts = sorted((pct(m[TARGET], m["valid_ppl_before/target"]), 100 * rise(m), m["lr"])
                      for m in runs if m["method"] == method and m["seed"] == first)
         if not pts:
             continue

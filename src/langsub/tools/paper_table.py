@@ -1,0 +1,122 @@
+"""The paper's Table 2 from runs with eval=paper: monolingual and general scores per method.
+
+    python train.py -m method=lape,random lang=af eval=paper_offline train.max_steps=5 eval.lm_eval.limit=5
+    python -m langsub.report outputs/multirun/<time>          # paper_table.png and the tables
+
+Per language, a row for the base model (the runs' "before") and one per method (its runs'
+"after", averaged over seeds): each monolingual task and their average, each general task
+and theirs, on a 0–100 scale (chrF for translation, accuracy × 100 otherwise), as the
+paper's Table 2; the averages also as the change from the base. A second table has the
+log-likelihood twins (Belebele, the general tasks).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from statistics import mean
+
+PREFIX = "lm_eval_before/langsub_"
+# column: (task pattern with {x} the language code, metric)
+MONO = [("FLORES x→en", "flores_{x}_en", "chrf"), ("FLORES en→x", "flores_en_{x}", "chrf"),
+        ("OPUS x→en", "opus_{x}_en", "chrf"), ("OPUS en→x", "opus_en_{x}", "chrf"),
+        ("SIB-200", "sib200_{x}", "acc"), ("Belebele", "belebele_{x}", "acc")]
+GENERAL = [("MMLU", "mmlu", "acc"), ("HellaSwag", "hellaswag", "acc"), ("PIQA", "piqa", "acc"),
+           ("WinoGrande", "winogrande", "acc"), ("ARC-E", "arc_easy", "acc"),
+           ("ARC-C", "arc_challenge", "acc")]
+LL_MONO = [("Belebele", "belebele_{x}_ll", "acc")]
+LL_GENERAL = [(n, f"{t}_ll", m) for n, t, m in GENERAL]
+
+
+def present(runs: list[dict]) -> list[dict]:
+    """The runs that carry the paper's suite (any `lm_eval_before/langsub_<task>` score)."""
+    return [m for m in runs if any(k.startswith(PREFIX) and not k.startswith(PREFIX + "cloze")
+                                   for k in m)]
+
+
+def score(m: dict, phase: str, lang: str, pattern: str, metric: str) -> float | None:
+    """One task's score on a 0–100 scale, or None when the run lacks it."""
+    v = m.get(f"lm_eval_{phase}/langsub_{pattern.format(x=lang)}/{metric}")
+    return None if v is None else (v if metric in ("chrf", "bleu") else 100 * v)
+
+
+def _avg(values) -> float | None:
+    vals = [v for v in values if v is not None]
+    return mean(vals) if vals else None
+
+
+def _row(rs: list[dict], phase: str, lang: str, columns) -> list[float | None]:
+    return [_avg(score(m, phase, lang, p, metric) for m in rs) for _, p, metric in columns]
+
+
+def groups(runs: list[dict]) -> dict[str, dict[str, list[dict]]]:
+    """{lang: {method: runs}} of the runs with the suite, in first-seen order."""
+    out: dict[str, dict[str, list[dict]]] = {}
+    for m in present(runs):
+        out.setdefault(m["lang"], {}).setdefault(m["method"], []).append(m)
+    return out
+
+
+def _cell(v: float | None) -> str:
+    return "–" if v is None else f"{v:.2f}"
+
+
+def _change(after: float | None, before: float | None) -> str:
+    return "" if after is None or before is None else f" ({after - before:+.2f})"
+
+
+def _table(runs: list[dict], mono, general) -> str:
+    head = [n for n, _, _ in mono] + ["mono avg"] + [n for n, _, _ in general] + ["general avg"]
+    lines = ["| lang | model | runs | " + " | ".join(head) + " |",
+             "|---|---|---|" + "---|" * len(head)]
+    for lang, by_method in groups(runs).items():
+        everyone = [m for rs in by_method.values() for m in rs]
+        base_m, base_g = _row(everyone, "before", lang, mono), _row(everyone, "before", lang, general)
+        b_m, b_g = _avg(base_m), _avg(base_g)
+        lines.append(f"| {lang} | base | {len(everyone)} | " + " | ".join(
+            [*map(_cell, base_m), _cell(b_m), *map(_cell, base_g), _cell(b_g)]) + " |")
+        for method, rs in by_method.items():
+            am, ag = _row(rs, "after", lang, mono), _row(rs, "after", lang, general)
+            a_m, a_g = _avg(am), _avg(ag)
+            lines.append(f"| {lang} | {method} | {len(rs)} | " + " | ".join(
+                [*map(_cell, am), _cell(a_m) + _change(a_m, b_m), *map(_cell, ag),
+                 _cell(a_g) + _change(a_g, b_g)]) + " |")
+    return "\n".join(lines)
+
+
+def table(runs: list[dict]) -> str:
+    """Table 2 (generation, the authors' protocol) and the log-likelihood twins, markdown."""
+    return ("Generation with the authors' prompts and letter extraction; translation: "
+            "sentence chrF, otherwise accuracy × 100. Base = before training; each method: "
+            "after, mean over its runs; (change of the average from the base).\n\n"
+            f"{_table(runs, MONO, GENERAL)}\n\nLog-likelihood (lm-eval's formulation of the "
+            f"same items), accuracy × 100:\n\n{_table(runs, LL_MONO, LL_GENERAL)}")
+
+
+def figure(runs: list[dict], path: Path) -> None:
+    """Per language and method: the change of the monolingual and general averages."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names, mono, gen = [], [], []
+    for lang, by_method in groups(runs).items():
+        everyone = [m for rs in by_method.values() for m in rs]
+        b_m, b_g = (_avg(_row(everyone, "before", lang, c)) for c in (MONO, GENERAL))
+        for method, rs in by_method.items():
+            a_m, a_g = (_avg(_row(rs, "after", lang, c)) for c in (MONO, GENERAL))
+            names.append(f"{method}\n{lang}")
+            mono.append(0.0 if a_m is None or b_m is None else a_m - b_m)
+            gen.append(0.0 if a_g is None or b_g is None else a_g - b_g)
+    x = range(len(names))
+    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 3.5))
+    ax.bar([i - 0.2 for i in x], mono, 0.4, label="monolingual avg change")
+    ax.bar([i + 0.2 for i in x], gen, 0.4, label="general avg change")
+    ax.axhline(0, color="k", lw=0.5)
+    ax.set_xticks(list(x), names)
+    ax.set_ylabel("score change (points, higher is better)")
+    ax.set_title("The paper's suite, after − before")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
