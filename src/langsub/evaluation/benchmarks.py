@@ -132,7 +132,8 @@ def config_problems(ecfg, cfg=None) -> list[str]:
         if t not in known:
             close = difflib.get_close_matches(t, known, n=3)
             hint = (" (the paper's tasks of a new conf/lang file: python "
-                    "scripts/build_paper_tasks.py)" if t.startswith("langsub_") else
+                    "scripts/build_paper_tasks.py)"
+                    if t.startswith(tuple(f"langsub_{k}_" for k in paper.HUB)) else
                     f" (did you mean {', '.join(close)}?)" if close else
                     " (list them with `lm-eval ls tasks`)")
             out.append(f"eval.lm_eval.tasks: {t!r} is not an lm-eval task{hint}")
