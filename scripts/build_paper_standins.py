@@ -65,8 +65,10 @@ def monolingual(data: Path, langs: dict[str, dict], n: int):
              "has_image": 0, "has_hyperlink": 0} for i, r in enumerate(mw)]
         if code == "en":
             continue
-        pair = "-".join(sorted((code, "en")))
-        opus[(pair, "test")] = [{"translation": {code: r[code], "en": r["en"]}} for r in udhr]
+        if f.get("opus"):
+            pair = "-".join(sorted((f["opus"], "en")))
+            opus[(pair, "test")] = [{"translation": {f["opus"]: r[code], "en": r["en"]}}
+                                    for r in udhr]
         rows = [(r["text"], r["source"]) for r in jsonl(data / "corpus" / f"{code}.jsonl")
                 if r["split"] == "test"]
         rows = [(r[code], "udhr") for r in udhr] + rows
@@ -74,12 +76,14 @@ def monolingual(data: Path, langs: dict[str, dict], n: int):
         sib[(f["sib200"], "test")] = [
             {"index_id": i, "category": SOURCE_TOPIC[s], "text": t}
             for i, (t, s) in enumerate(rows[:n])]
+        if not f.get("belebele"):
+            continue
         cloze = jsonl(data / "lm_eval" / "langsub_cloze" / f"{code}.jsonl")[:n]
-        bele[(f["sib200"], "test")] = [
+        bele[(f["belebele"], "test")] = [
             {"link": "", "question_number": i + 1, "flores_passage": c["prefix"],
              "question": "Which ending completes the passage?",
              **{f"mc_answer{k + 1}": c["choices"][k].strip() for k in range(4)},
-             "correct_answer_num": str(c["label"] + 1), "dialect": f["sib200"],
+             "correct_answer_num": str(c["label"] + 1), "dialect": f["belebele"],
              "ds": "stand-in"} for i, c in enumerate(cloze)]
     return {"openlanguagedata/flores_plus": flores, "Helsinki-NLP/opus-100": opus,
             "Davlan/sib200": sib, "facebook/belebele": bele}

@@ -3,7 +3,7 @@
     python scripts/build_paper_tasks.py   # after adding conf/lang/<code>.yaml with flores, sib200
 
 Per language of conf/lang (not English): FLORES+ and OPUS-100 translation both ways, SIB-200
-and Belebele (generation, the authors' prompts) and Belebele log-likelihood; once: MMLU,
+and Belebele (those whose conf/lang name is not null) (generation, the authors' prompts) and Belebele log-likelihood; once: MMLU,
 HellaSwag, PIQA, WinoGrande, ARC-Easy, ARC-Challenge, each as generation and log-likelihood.
 Tags: `langsub_paper_<code>` (a language's monolingual tasks), `langsub_paper_general`.
 The shared keys live in _generate_yaml / _loglikelihood_yaml, the functions in utils.py.
@@ -70,8 +70,9 @@ def generation(kind: str, kwargs: str, split: str, extra: str = "") -> str:
 
 def language_tasks(code: str, f: dict, en: dict) -> dict[str, str]:
     out, mono = {}, f"langsub_paper, langsub_paper_monolingual, langsub_paper_{code}"
-    for ds, (a, b), split in (("flores", (f["flores"], en["flores"]), "devtest"),
-                              ("opus", (code, "en"), "test")):
+    pairs = [("flores", (f["flores"], en["flores"]), "devtest")]
+    pairs += [("opus", (f["opus"], "en"), "test")] if f.get("opus") else []
+    for ds, (a, b), split in pairs:
         for (src, tgt, tname), pair in (((a, b, en["name"]), f"{code}_en"),
                                         ((b, a, f["name"]), f"en_{code}")):
             name = f"langsub_{ds}_{pair}"
@@ -81,12 +82,14 @@ def language_tasks(code: str, f: dict, en: dict) -> dict[str, str]:
                     f"process_results: !function utils.translation_results\n{CHRF_BLEU}")
             out[name] = task(name, mono, body)
     for ds in ("sib200", "belebele"):
-        name = f"langsub_{ds}_{code}"
-        out[name] = task(name, mono, generation(ds, f"{{dataset: {ds}, config: {f['sib200']}}}",
-                                                "test"))
-    name = f"langsub_belebele_{code}_ll"
-    out[name] = task(name, mono, f"dataset_kwargs: {{dataset: belebele, config: {f['sib200']}}}\n"
-                                 f"test_split: test\n{BELEBELE_LL}", ll=True)
+        if f.get(ds):
+            name = f"langsub_{ds}_{code}"
+            out[name] = task(name, mono, generation(ds, f"{{dataset: {ds}, config: {f[ds]}}}",
+                                                    "test"))
+    if f.get("belebele"):
+        name = f"langsub_belebele_{code}_ll"
+        out[name] = task(name, mono, f"dataset_kwargs: {{dataset: belebele, config: "
+                                     f"{f['belebele']}}}\ntest_split: test\n{BELEBELE_LL}", ll=True)
     return out
 
 

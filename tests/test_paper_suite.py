@@ -93,7 +93,7 @@ def test_task_files_are_what_the_script_builds(tmp_path):
                    cwd=ROOT, check=True, capture_output=True)
     built = {p.name: p.read_text() for p in tmp_path.glob("langsub_*.yaml")}
     shipped = {p.name: p.read_text() for p in PACKAGE_TASKS.glob("langsub_*.yaml")}
-    assert built == shipped and len(built) == 138
+    assert built == shipped and len(built) == 134
 
 
 def test_suite_tasks_render_the_authors_prompts_on_the_standins():
@@ -169,6 +169,34 @@ def test_missing_standin_and_bad_suite_are_one_line(tmp_path):
     assert str(tmp_path) in line and "Davlan/sib200" in line
     (line,) = _problems(_compose("lang=af", "eval.lm_eval.suite=papers"))
     assert "eval.lm_eval.suite='papers'" in line and "paper" in line
+
+
+def test_datasets_without_the_language_are_left_out():
+    """OPUS-100 has no Swahili, Belebele no Welsh (conf/lang: opus/belebele null)."""
+    from langsub.evaluation.benchmarks import tasks_of
+
+    cy, sw = tasks_of(_compose("lang=cy", "eval=paper_offline")), \
+        tasks_of(_compose("lang=sw", "eval=paper_offline"))
+    assert "langsub_sib200_cy" in cy and not [t for t in cy if "belebele" in t]
+    assert "langsub_belebele_sw_ll" in sw and not [t for t in sw if "opus" in t]
+    assert _problems(_compose("lang=cy", "eval=paper_offline")) == []
+    (line,) = _problems(_compose("lang=en", "eval=paper_offline"))
+    assert "lang=en" in line and "non-English" in line
+
+
+def test_gated_dataset_is_one_line(monkeypatch):
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import GatedRepoError
+
+    def gated(self, repo_id, **kw):  # what the hub answers before the terms are accepted
+        err = GatedRepoError.__new__(GatedRepoError)  # (its __init__ wants an HTTP response)
+        Exception.__init__(err, f"{repo_id} is gated")
+        raise err
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(HfApi, "auth_check", gated)
+    (line,) = _problems(_compose("lang=af", "eval=paper"))
+    assert "openlanguagedata/flores_plus, which is gated" in line and "eval=paper_offline" in line
 
 
 def test_lm_eval_missing_names_the_extra(monkeypatch):

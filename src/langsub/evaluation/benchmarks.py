@@ -58,7 +58,7 @@ def tasks_of(cfg) -> list[str]:
     extra = list(ecfg.get("tasks") or [])
     if ecfg.get("suite") != "paper":
         return extra
-    suite = paper.task_names(cfg.lang.code)
+    suite = paper.task_names(cfg.lang.code, dict(cfg.lang))
     return suite + [t for t in extra if t not in suite]
 
 
@@ -69,6 +69,9 @@ def _suite_problems(cfg, ecfg) -> list[str]:
         return []
     if suite not in SUITES:
         return [f"eval.lm_eval.suite={suite!r}: allowed is {', '.join(SUITES)} or null"]
+    if lang.get("code") == "en":
+        return ["eval=paper with lang=en: the suite translates to and from English and "
+                "measures the target against it; choose a non-English lang"]
     missing = [k for k in ("flores", "sib200") if not lang.get(k)]
     if missing:
         return [f"lang={lang.get('code')}: conf/lang/{lang.get('code')}.yaml has no "
@@ -90,11 +93,16 @@ def _hub_problems(needed) -> list[str]:
     hub_id = needed[0][0] if needed else None
     if hub_id is None:
         return []
+    from huggingface_hub.errors import GatedRepoError
+
     why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else None
     if why is None:
         try:
-            HfApi().dataset_info(hub_id, timeout=10)
-        except Exception as e:  # no network, DNS, proxy, gated: the hub's many error types
+            HfApi().auth_check(hub_id, repo_type="dataset")  # gated: are its terms accepted?
+        except GatedRepoError:
+            return [f"eval=paper reads {hub_id}, which is gated: accept its terms on the hub "
+                    "and log in (huggingface-cli login), or use eval=paper_offline"]
+        except Exception as e:  # no network, DNS, proxy: the hub's many error types
             why = f"{type(e).__name__}: {str(e).splitlines()[0][:120] if str(e) else ''}"
     return [] if why is None else [
         f"eval=paper reads {hub_id} (and {len(needed) - 1} more datasets) from the hub, which "
@@ -127,7 +135,7 @@ def config_problems(ecfg, cfg=None) -> list[str]:
         out.append(f"eval.lm_eval.batch_size={bs!r}: allowed is a positive integer or 'auto'")
     if out:
         return out
-    known = task_manager(tasks, ecfg.get("include_path")).all_tasks
+    known = task_manager(tasks, ecfg.get("include_path"), ecfg.get("data_dir")).all_tasks
     for t in tasks:
         if t not in known:
             close = difflib.get_close_matches(t, known, n=3)

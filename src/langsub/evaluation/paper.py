@@ -45,10 +45,14 @@ SIB_TOPICS = ["science/technology", "travel", "politics", "sports", "health",
               "entertainment", "geography"]
 
 
-def task_names(code: str) -> list[str]:
+def task_names(code: str, fields: dict | None = None) -> list[str]:
     """The whole suite for target `code`: monolingual (generation + Belebele log-likelihood),
-    then general (generation + log-likelihood)."""
-    mono = [f"langsub_{t.format(x=code)}" for t in MONOLINGUAL] + [f"langsub_belebele_{code}_ll"]
+    then general (generation + log-likelihood). `fields` (conf/lang/<code>.yaml) drop the
+    datasets that lack the language (`opus: null`: not in OPUS-100; `belebele: null`)."""
+    fields = fields or {}
+    has = {k: fields.get(k, True) is not None for k in ("opus", "belebele")}
+    mono = [f"langsub_{t.format(x=code)}" for t in MONOLINGUAL if has.get(t.split("_")[0], True)]
+    mono += [f"langsub_belebele_{code}_ll"] if has["belebele"] else []
     return mono + [f"langsub_{t}{s}" for t in GENERAL for s in ("", "_ll")]
 
 
@@ -159,10 +163,9 @@ def letter_accuracy(reference: str | None, response: str, num_choices: int) -> f
     return float(pred is not None and pred == reference)
 
 
-def _letters(answer, n_choices):
+def _letters(answer, n_choices: int):
     def process(doc, results):
-        n = n_choices(doc) if callable(n_choices) else n_choices
-        return {"acc": letter_accuracy(answer(doc), results[0], n)}
+        return {"acc": letter_accuracy(answer(doc), results[0], n_choices)}
     return process
 
 
@@ -172,7 +175,8 @@ mmlu_results = _letters(mmlu_answer, 4)
 hellaswag_results = _letters(hellaswag_answer, 4)
 piqa_results = _letters(piqa_answer, 2)
 winogrande_results = _letters(winogrande_answer, 2)
-arc_results = _letters(arc_answer, lambda doc: len(doc["choices"]["text"]))
+# the authors allow the first item's choice count (4 in ARC's validation splits) for all
+arc_results = _letters(arc_answer, 4)
 
 
 def translation_results(doc: dict, results: list[str]) -> dict[str, float]:
@@ -243,10 +247,8 @@ def hub_datasets(tasks, lang_fields: dict) -> list[tuple[str, str | None]]:
         if key is None:
             continue
         hub_id, config, _ = HUB[key]
-        if config is None and key in ("flores",):
-            config = lang_fields.get("flores")
-        elif config is None and key in ("sib200", "belebele"):
-            config = lang_fields.get("sib200")
+        if config is None and key in ("flores", "sib200", "belebele"):
+            config = lang_fields.get(key)
         if (hub_id, config) not in out:
             out.append((hub_id, config))
     return out

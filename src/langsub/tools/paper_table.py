@@ -6,7 +6,7 @@
 Per language, a row for the base model (the runs' "before") and one per method (its runs'
 "after", averaged over seeds): each monolingual task and their average, each general task
 and theirs, on a 0–100 scale (chrF for translation, accuracy × 100 otherwise), as the
-paper's Table 2; the averages also as the change from the base. A second table has the
+paper's Table 2; the averages also as the change from the base (over the tasks both have). A second table has the
 log-likelihood twins (Belebele, the general tasks).
 """
 from __future__ import annotations
@@ -43,6 +43,12 @@ def _avg(values) -> float | None:
     return mean(vals) if vals else None
 
 
+def _pair_avg(before: list, after: list) -> tuple[float | None, float | None]:
+    """The two rows' averages over the columns both have (a missing task moves neither)."""
+    both = [(b, a) for b, a in zip(before, after) if b is not None and a is not None]
+    return (mean(b for b, _ in both), mean(a for _, a in both)) if both else (None, None)
+
+
 def _row(rs: list[dict], phase: str, lang: str, columns) -> list[float | None]:
     return [_avg(score(m, phase, lang, p, metric) for m in rs) for _, p, metric in columns]
 
@@ -70,12 +76,12 @@ def _table(runs: list[dict], mono, general) -> str:
     for lang, by_method in groups(runs).items():
         everyone = [m for rs in by_method.values() for m in rs]
         base_m, base_g = _row(everyone, "before", lang, mono), _row(everyone, "before", lang, general)
-        b_m, b_g = _avg(base_m), _avg(base_g)
         lines.append(f"| {lang} | base | {len(everyone)} | " + " | ".join(
-            [*map(_cell, base_m), _cell(b_m), *map(_cell, base_g), _cell(b_g)]) + " |")
+            [*map(_cell, base_m), _cell(_avg(base_m)), *map(_cell, base_g),
+             _cell(_avg(base_g))]) + " |")
         for method, rs in by_method.items():
             am, ag = _row(rs, "after", lang, mono), _row(rs, "after", lang, general)
-            a_m, a_g = _avg(am), _avg(ag)
+            (b_m, a_m), (b_g, a_g) = _pair_avg(base_m, am), _pair_avg(base_g, ag)
             lines.append(f"| {lang} | {method} | {len(rs)} | " + " | ".join(
                 [*map(_cell, am), _cell(a_m) + _change(a_m, b_m), *map(_cell, ag),
                  _cell(a_g) + _change(a_g, b_g)]) + " |")
@@ -101,9 +107,9 @@ def figure(runs: list[dict], path: Path) -> None:
     names, mono, gen = [], [], []
     for lang, by_method in groups(runs).items():
         everyone = [m for rs in by_method.values() for m in rs]
-        b_m, b_g = (_avg(_row(everyone, "before", lang, c)) for c in (MONO, GENERAL))
         for method, rs in by_method.items():
-            a_m, a_g = (_avg(_row(rs, "after", lang, c)) for c in (MONO, GENERAL))
+            (b_m, a_m), (b_g, a_g) = (_pair_avg(_row(everyone, "before", lang, c),
+                                                _row(rs, "after", lang, c)) for c in (MONO, GENERAL))
             names.append(f"{method}\n{lang}")
             mono.append(0.0 if a_m is None or b_m is None else a_m - b_m)
             gen.append(0.0 if a_g is None or b_g is None else a_g - b_g)
