@@ -11,7 +11,7 @@ from pathlib import Path
 
 from langsub.errors import ConfigError
 from langsub.io import atomic_write_text
-from langsub.tools import capacity, compare, forgetting, paper_table, pct
+from langsub.tools import capacity, compare, forgetting, paired_bars, paper_table, pct
 
 
 def load_runs(root: Path) -> list[dict]:
@@ -44,25 +44,11 @@ def table(runs: list[dict]) -> str:
 
 
 def chart(runs: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [f"{m['method']}\n{m['lang']}" for m in runs]
-    t = [pct(m["ppl_after/target"], m["ppl_before/target"]) for m in runs]
-    g = [pct(m["ppl_after/general"], m["ppl_before/general"]) for m in runs]
-    x = range(len(runs))
-    fig, ax = plt.subplots(figsize=(1.2 * len(runs) + 2, 3.5))
-    ax.bar([i - 0.2 for i in x], t, 0.4, label="target ppl Δ %")
-    ax.bar([i + 0.2 for i in x], g, 0.4, label="general ppl Δ %")
-    ax.axhline(0, color="k", lw=0.5)
-    ax.set_xticks(list(x), names)
-    ax.set_ylabel("perplexity change, % (lower is better)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    paired_bars([f"{m['method']}\n{m['lang']}" for m in runs],
+                [pct(m["ppl_after/target"], m["ppl_before/target"]) for m in runs],
+                [pct(m["ppl_after/general"], m["ppl_before/general"]) for m in runs],
+                ("target ppl Δ %", "general ppl Δ %"), "perplexity change, % (lower is better)",
+                path)
 
 
 def main(argv=None) -> None:

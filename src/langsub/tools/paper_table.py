@@ -14,6 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 from statistics import mean
 
+from langsub.tools import paired_bars
+
 PREFIX = "lm_eval_before/langsub_"
 # column: (task pattern with {x} the language code, metric)
 MONO = [("FLORES x→en", "flores_{x}_en", "chrf"), ("FLORES en→x", "flores_en_{x}", "chrf"),
@@ -99,11 +101,6 @@ def table(runs: list[dict]) -> str:
 
 def figure(runs: list[dict], path: Path) -> None:
     """Per language and method: the change of the monolingual and general averages."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names, mono, gen = [], [], []
     for lang, by_method in groups(runs).items():
         everyone = [m for rs in by_method.values() for m in rs]
@@ -111,18 +108,8 @@ def figure(runs: list[dict], path: Path) -> None:
             (b_m, a_m), (b_g, a_g) = (_pair_avg(_row(everyone, "before", lang, c),
                                                 _row(rs, "after", lang, c)) for c in (MONO, GENERAL))
             names.append(f"{method}\n{lang}")
-            mono.append(0.0 if a_m is None or b_m is None else a_m - b_m)
-            gen.append(0.0 if a_g is None or b_g is None else a_g - b_g)
-    x = range(len(names))
-    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 3.5))
-    ax.bar([i - 0.2 for i in x], mono, 0.4, label="monolingual avg change")
-    ax.bar([i + 0.2 for i in x], gen, 0.4, label="general avg change")
-    ax.axhline(0, color="k", lw=0.5)
-    ax.set_xticks(list(x), names)
-    ax.set_ylabel("score change (points, higher is better)")
-    ax.set_title("The paper's suite, after − before")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
+            mono.append(0.0 if a_m is None else a_m - b_m)
+            gen.append(0.0 if a_g is None else a_g - b_g)
+    paired_bars(names, mono, gen, ("monolingual avg change", "general avg change"),
+                "score change (points, higher is better)", path,
+                "The paper's suite, after − before")
