@@ -16,7 +16,7 @@ def paired_bars(names: list[str], left: list[float], right: list[float], labels:
     import matplotlib.pyplot as plt
 
     x = range(len(names))
-    fig, ax = plt.subplots(figsize=(1.2 * len(names) + 2, 3.5))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(names) + 2), 3.5))
     ax.bar([i - 0.2 for i in x], left, 0.4, label=labels[0])
     ax.bar([i + 0.2 for i in x], right, 0.4, label=labels[1])
     ax.axhline(0, color="k", lw=0.5)
