@@ -6,15 +6,16 @@ Each stand-in is laid out like its hub repository (`<owner>/<name>/README.md` wi
 `configs:`, then `<config>/<split>.jsonl` with the hub's columns), so `eval=paper_offline`
 reads it with the same `datasets.load_dataset` call as the real one. They are stand-ins:
 they exercise the suite's plumbing without a hub and say nothing about the benchmarks.
-- FLORES+ (devtest): the 102 held-out MediaWiki messages present in all 19 languages
+Small on purpose (`--n`, default 24 items; the repository's data stay under 15 MiB):
+- FLORES+ (devtest): the first n held-out MediaWiki messages present in all 19 languages
   (data/parallel/mediawiki.jsonl), joined on `id` as the real sentences are.
-- OPUS-100 (test): the 30 UDHR articles (data/parallel/udhr.jsonl), paired with English.
-- SIB-200 (test): up to 100 test sentences per language; `category` is the sentence's
+- OPUS-100 (test): the first n/3 UDHR articles (data/parallel/udhr.jsonl), with English.
+- SIB-200 (test): n test sentences and UDHR articles per language; `category` is the sentence's
   *source*, not its subject: UDHR articles "politics", LibreOffice strings
   "science/technology", MediaWiki messages "entertainment".
 - Belebele (test): the language's langsub_cloze items: the first half as the passage, the
   four candidate endings as answers.
-- MMLU, HellaSwag, PIQA (two endings), ARC-Easy / ARC-Challenge (items 0–49 / 50–99): the
+- MMLU, HellaSwag, PIQA (two endings), ARC-Easy / ARC-Challenge (first / second half): the
   English langsub_cloze items; WinoGrande: English test sentences with one word blanked and
   a word of another sentence as the wrong option.
 """
@@ -62,13 +63,13 @@ def monolingual(data: Path, langs: dict[str, dict], n: int):
         flores[(f["flores"], "devtest")] = [
             {"id": i + 1, "iso_639_3": iso, "iso_15924": script, "glottocode": "",
              "text": r[code], "url": "", "domain": "stand-in", "topic": "stand-in",
-             "has_image": 0, "has_hyperlink": 0} for i, r in enumerate(mw)]
+             "has_image": 0, "has_hyperlink": 0} for i, r in enumerate(mw[:n])]
         if code == "en":
             continue
         if f.get("opus"):
             pair = "-".join(sorted((f["opus"], "en")))
             opus[(pair, "test")] = [{"translation": {f["opus"]: r[code], "en": r["en"]}}
-                                    for r in udhr]
+                                    for r in udhr[:n // 3]]
         rows = [(r["text"], r["source"]) for r in jsonl(data / "corpus" / f"{code}.jsonl")
                 if r["split"] == "test"]
         rows = [(r[code], "udhr") for r in udhr] + rows
@@ -135,7 +136,8 @@ def main(argv=None) -> None:
     ap.add_argument("--data", default=ROOT / "data", type=Path)
     ap.add_argument("--langs", default=ROOT / "conf" / "lang", type=Path)
     ap.add_argument("--out", default=ROOT / "data" / "lm_eval" / "paper_standins", type=Path)
-    ap.add_argument("--n", default=100, type=int, help="items per language and dataset")
+    ap.add_argument("--n", default=24, type=int,
+                    help="items per language and dataset (OPUS-100: n/3 UDHR articles)")
     a = ap.parse_args(argv)
     langs = {p.stem: OmegaConf.to_container(OmegaConf.load(p))
              for p in sorted(a.langs.glob("*.yaml"))}
