@@ -25,7 +25,10 @@ from langsub.tools import pct
 def runs(root: Path) -> dict[str, dict[str, dict]]:
     """{selection: {lang: metrics}} and each selection's deactivation matrix (key "_deact")."""
     out: dict[str, dict[str, dict]] = {}
-    for p in sorted(root.rglob("metrics.json")):
+    def job_order(p: Path):  # a sweep's job numbers in numeric order: 0, 1, …, 10
+        return [(0, int(x), "") if x.isdigit() else (1, 0, x) for x in p.relative_to(root).parts]
+
+    for p in sorted(root.rglob("metrics.json"), key=job_order):
         m = json.loads(p.read_text())
         sel = out.setdefault(m.get("selection", "lape"), {})
         sel[m["lang"]] = m
