@@ -138,7 +138,7 @@ def _compose(*overrides):
 def _problems(cfg):
     from langsub.evaluation.benchmarks import config_problems
 
-    return config_problems(cfg.eval.lm_eval, cfg)
+    return config_problems(cfg)
 
 
 def test_paper_suite_config():

@@ -25,7 +25,6 @@ def load_runs(root: Path) -> list[dict]:
     return runs
 
 
-
 def table(runs: list[dict]) -> str:
     lines = ["| method | lang | trainable % | target ppl before → after | Δ % | "
              "general ppl before → after | Δ % | train s | run |",

@@ -338,7 +338,7 @@ def check_config(cfg: DictConfig) -> None:
     method_problems, method = _method_problems(cfg)
     problems += method_problems + _data_problems(cfg, method) + _budget_problems(cfg)
     problems += _trainer_problems(cfg) + _recipe_problems(cfg) + _recipe_langs_problems(cfg)
-    problems += config_problems((cfg.get("eval") or {}).get("lm_eval") or {}, cfg)
+    problems += config_problems(cfg)
     problems += _model_problems(cfg)
     if not problems:  # only when the cheap checks pass: this one reads the model config
         problems += _shape_problems(cfg)

@@ -29,8 +29,9 @@ SUITES = ("paper",)
 
 
 def _paths(include_path) -> tuple[str, ...]:
-    items = [] if not include_path else \
-        [include_path] if isinstance(include_path, (str, Path)) else list(include_path)
+    if not include_path:
+        return ()
+    items = [include_path] if isinstance(include_path, (str, Path)) else list(include_path)
     return tuple(str(p) for p in items)
 
 
@@ -62,8 +63,9 @@ def tasks_of(cfg) -> list[str]:
     return suite + [t for t in extra if t not in suite]
 
 
-def _suite_problems(cfg, ecfg) -> list[str]:
-    """The suite's language names and datasets: offline without stand-ins, one line."""
+def _suite_problems(cfg, ecfg, tasks: list[str]) -> list[str]:
+    """The suite's language names and datasets (`tasks`: tasks_of(cfg)): offline without
+    stand-ins, one line."""
     suite, lang = ecfg.get("suite"), cfg.get("lang") or {}
     if suite is None:
         return []
@@ -78,7 +80,7 @@ def _suite_problems(cfg, ecfg) -> list[str]:
                 f"{' or '.join(missing)} name, which eval=paper needs (the FLORES+ and "
                 "SIB-200/Belebele config, e.g. flores: afr_Latn, sib200: afr_Latn)"]
     data_dir = ecfg.get("data_dir")
-    needed = paper.hub_datasets(tasks_of(cfg), dict(lang))
+    needed = paper.hub_datasets(tasks, dict(lang))
     if data_dir:
         absent = [h for h, _ in needed if not (Path(data_dir) / h / "README.md").is_file()]
         return [f"eval.lm_eval.data_dir={data_dir}: no stand-in of {', '.join(absent)} "
@@ -89,12 +91,11 @@ def _suite_problems(cfg, ecfg) -> list[str]:
 def _hub_problems(needed) -> list[str]:
     """One line when the hub cannot serve the suite's first dataset (offline, unreachable)."""
     from huggingface_hub import HfApi, constants
-
-    hub_id = needed[0][0] if needed else None
-    if hub_id is None:
-        return []
     from huggingface_hub.errors import GatedRepoError
 
+    if not needed:
+        return []
+    hub_id = needed[0][0]
     why = "HF_HUB_OFFLINE is set" if constants.HF_HUB_OFFLINE else None
     if why is None:
         try:
@@ -109,9 +110,9 @@ def _hub_problems(needed) -> list[str]:
         f"is not reachable ({why}): use eval=paper_offline for the local stand-ins"]
 
 
-def config_problems(ecfg, cfg=None) -> list[str]:
+def config_problems(cfg) -> list[str]:
     """One line per bad `eval.lm_eval` value; task names checked against lm-eval's index."""
-    tasks = tasks_of(cfg) if cfg is not None else list(ecfg.get("tasks") or [])
+    ecfg, tasks = (cfg.get("eval") or {}).get("lm_eval") or {}, tasks_of(cfg)
     if not tasks and not ecfg.get("suite"):
         return []
     try:
@@ -121,8 +122,7 @@ def config_problems(ecfg, cfg=None) -> list[str]:
                 "is not installed: pip install -e '.[eval]'"]
     out = [f"eval.lm_eval.include_path: {p} is not a directory"
            for p in _paths(ecfg.get("include_path")) if not Path(p).is_dir()]
-    if cfg is not None:
-        out += _suite_problems(cfg, ecfg)
+    out += _suite_problems(cfg, ecfg, tasks)
     n, limit, bs = ecfg.get("num_fewshot"), ecfg.get("limit"), ecfg.get("batch_size")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
         out.append(f"eval.lm_eval.num_fewshot={n!r}: allowed is an integer >= 0 or null")

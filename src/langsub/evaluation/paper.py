@@ -234,7 +234,7 @@ def load(dataset: str, config: str | None = None, src: str | None = None,
     """lm-eval's `custom_dataset`: a DatasetDict with the dataset's evaluation split."""
     import datasets
 
-    hub_id, default_config, split = HUB[dataset]
+    _, default_config, split = HUB[dataset]
     if src is not None:
         rows = translation_rows(dataset, src, tgt, target_name, langsub_data_dir, split)
         ds = datasets.Dataset.from_list(rows)
