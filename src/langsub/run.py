@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from langsub.analysis import AnalysisContext, figures, wanted
 from langsub.analysis.registry import run_after, run_before
+from langsub.data.corpus import sequence_format
 from langsub.data.datamodule import LangDataModule
 from langsub.evaluation.benchmarks import run_phase as lm_eval_phase
 from langsub.evaluation.perplexity import geomean
@@ -70,7 +71,9 @@ def build_datamodule(cfg: DictConfig, tok) -> LangDataModule:
                           cache_dir=cfg.paths.cache_dir, num_workers=d.num_workers, seed=cfg.seed,
                           source=container(d.get("source")), eval_source=container(d.get("eval")),
                           lang_dir=d.get("lang_dir"), val_langs=list(d.get("val_langs") or []),
-                          track_langs=list(cfg.general), track_blocks=d.get("track_blocks") or 0)
+                          track_langs=list(cfg.general), track_blocks=d.get("track_blocks") or 0,
+                          fmt=sequence_format(tok, cfg.model.get("add_bos", "auto"),
+                                              cfg.model.get("doc_separator")))
 
 
 def run(cfg: DictConfig) -> dict:
@@ -105,7 +108,8 @@ def setup(cfg: DictConfig) -> Job:
                             optimizer=hydra.utils.instantiate(cfg.optimizer, _convert_="all"),
                             scheduler=hydra.utils.instantiate(cfg.scheduler, _convert_="all")
                             if cfg.get("scheduler") else None,
-                            val_langs=dm.val_langs, general=list(cfg.general))
+                            val_langs=dm.val_langs, general=list(cfg.general),
+                            loss_chunk=cfg.model.get("loss_chunk", "auto"))
     if dm.hub is not None:  # the stream's budget is known now: check before any real work
         dm.check_blocks()
     return Job(cfg, Path(cfg.paths.output_dir), tok, dm, method, module, trainer, evaluator,

@@ -239,10 +239,31 @@ def _strategy(cfg: DictConfig) -> str:
     return str(s.get("_target_", "") if isinstance(s, DictConfig) else s or "")
 
 
+def _devices_ok(v) -> bool:
+    """Lightning's `devices`: n >= 1, -1 (all), 'auto', a list of indices or "0,1"."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):
+        return v >= 1 or v == -1
+    if isinstance(v, (list, ListConfig)):
+        return len(v) > 0 and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                                  for i in v)
+    if isinstance(v, str):
+        parts = [x.strip() for x in v.split(",") if x.strip()]
+        return v == "auto" or v == "-1" or (bool(parts) and all(x.isdigit() for x in parts)
+                                            and (len(parts) > 1 or int(parts[0]) >= 1
+                                                 or v.endswith(",")))
+    return False
+
+
 def _trainer_problems(cfg: DictConfig) -> list[str]:
     """Accumulation; FSDP: GPUs only (Lightning's rule), and an unsharded strategy for the
     passes that run before the method is applied."""
     t, out = cfg.trainer, []
+    devices = t.get("devices")
+    if devices is not None and not _devices_ok(devices):
+        out.append(f"trainer.devices={devices!r}: allowed is a positive integer, a list of "
+                   "device indices, 'auto' or -1 (all)")
     target = _strategy(cfg)
     if "fsdp" not in target.lower():
         return out
@@ -256,15 +277,10 @@ def _trainer_problems(cfg: DictConfig) -> list[str]:
 
 
 def _model_problems(cfg: DictConfig) -> list[str]:
-    m = cfg.model
-    if m.get("path") is not None:
-        if not Path(m.path).is_dir():
-            return [f"model.path={m.path}: directory does not exist"]
-        if not (Path(m.path) / "config.json").is_file():
-            return [f"model.path={m.path}: no config.json (not a transformers model directory)"]
-    elif m.get("hub_id") is None and m.get("arch") is None:
-        return ["model.path and model.hub_id are both null: set one"]
-    return []
+    """The model's source checks its own keys (model/sources.py)."""
+    from langsub.model.sources import source_problems
+
+    return source_problems(cfg.model)
 
 
 def _shape_problems(cfg: DictConfig) -> list[str]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
@@ -41,25 +42,66 @@ def load_texts(path: Path, split: str, cache_dir: str, seed: int = 0) -> dataset
     return ds.filter(lambda r, i: split_of_index(i, seed) == split, with_indices=True)
 
 
-def pack(ds: datasets.Dataset, tokenizer, block_size: int, max_tokens: int | None = None,
-         num_proc: int | None = None) -> datasets.Dataset:
-    """Tokenize, join documents with EOS and cut into blocks; the last block is padded.
+@dataclass(frozen=True)
+class SequenceFormat:
+    """How blocks are laid out for a model: `bos` starts every block where the model expects
+    one (never a target, not counted by the statistics); documents are joined by
+    `separator` (token ids: EOS, or a string the model saw between documents)."""
 
-    Pads carry attention_mask 0 and label -100, so they count in neither loss nor statistics.
+    bos: int | None
+    separator: tuple[int, ...]
+
+    def describe(self) -> dict:
+        return {"bos": self.bos, "separator": list(self.separator)}
+
+
+def expects_bos(tokenizer) -> bool:
+    """Whether the tokenizer puts a BOS first (Gemma, Llama-3, Mistral: yes; the embedded
+    model: no) — what the model was trained on."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return False
+    ids = tokenizer("a", add_special_tokens=True)["input_ids"]
+    return bool(ids) and ids[0] == bos
+
+
+def sequence_format(tokenizer, add_bos="auto", separator=None) -> SequenceFormat:
+    """`add_bos`: auto (as the tokenizer does) | true | false; `separator`: null (EOS) or a
+    string put between documents."""
+    bos = expects_bos(tokenizer) if add_bos == "auto" else bool(add_bos)
+    if bos and tokenizer.bos_token_id is None:
+        raise CorpusError("model.add_bos=true: the tokenizer has no BOS token")
+    sep = [tokenizer.eos_token_id] if separator is None else \
+        tokenizer(str(separator), add_special_tokens=False)["input_ids"]
+    return SequenceFormat(tokenizer.bos_token_id if bos else None, tuple(sep))
+
+
+def pack(ds: datasets.Dataset, tokenizer, block_size: int, max_tokens: int | None = None,
+         num_proc: int | None = None, fmt: SequenceFormat | None = None) -> datasets.Dataset:
+    """Tokenize, join documents with the separator (EOS by default) and cut into blocks of
+    `block_size` tokens; with a BOS, each block is BOS + block_size - 1 tokens. The last
+    block is padded.
+
+    Pads carry attention_mask 0 and label -100, so they count in neither loss nor statistics;
+    the BOS has attention_mask 1 and label -100: attended to, never a target, not counted.
     """
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    pad = eos if pad is None else pad
+    fmt = fmt or SequenceFormat(None, (tokenizer.eos_token_id,))
+    pad = tokenizer.pad_token_id
+    pad = tokenizer.eos_token_id if pad is None else pad
+    sep, bos = list(fmt.separator), fmt.bos
+    body = block_size - (bos is not None)
 
     def tok(batch):
         ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
-        return {"ids": [x + [eos] for x in ids]}
+        return {"ids": [x + sep for x in ids]}
 
     def group(batch):
         flat = [t for x in batch["ids"] for t in x]
-        blocks = [flat[i: i + block_size] for i in range(0, len(flat), block_size)]
-        mask = [[1] * len(b) + [0] * (block_size - len(b)) for b in blocks]
-        inp = [b + [pad] * (block_size - len(b)) for b in blocks]
-        labels = [b + [-100] * (block_size - len(b)) for b in blocks]
+        head = [] if bos is None else [bos]
+        blocks = [flat[i: i + body] for i in range(0, len(flat), body)]
+        mask = [[1] * (len(head) + len(b)) + [0] * (body - len(b)) for b in blocks]
+        inp = [head + b + [pad] * (body - len(b)) for b in blocks]
+        labels = [[-100] * len(head) + b + [-100] * (body - len(b)) for b in blocks]
         return {"input_ids": inp, "attention_mask": mask, "labels": labels}
 
     ds = ds.map(tok, batched=True, remove_columns=ds.column_names, num_proc=num_proc,

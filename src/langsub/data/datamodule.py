@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, RandomSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
-from langsub.data.corpus import corpus_file, load_texts, pack
+from langsub.data.corpus import SequenceFormat, corpus_file, load_texts, pack
 from langsub.errors import CorpusError
 
 warnings.filterwarnings("ignore", message="'set_vital' is deprecated")  # torchdata on torch>=2.9
@@ -73,7 +73,7 @@ class LangDataModule(L.LightningDataModule):
                  source: dict | None = None, eval_source: dict | None = None,
                  lang_dir: str | None = None, train_budget_tokens: int | None = None,
                  val_langs: list[str] | None = None, track_langs: list[str] | None = None,
-                 track_blocks: int = 0):
+                 track_blocks: int = 0, fmt: SequenceFormat | None = None):
         super().__init__()
         self.corpus_dir, self.langs, self.target = corpus_dir, list(langs), target
         self.eval_langs = list(eval_langs or langs)
@@ -83,6 +83,7 @@ class LangDataModule(L.LightningDataModule):
         # measured at every validation during fitting too (0: the target alone)
         self.track_langs = [l for l in track_langs or [] if l != target] if track_blocks else []
         self.track_blocks = track_blocks
+        self.fmt = fmt  # BOS and document separator as the model was trained (corpus.py)
         self.tokenizer, self.block_size = tokenizer, block_size
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.ident_max_tokens, self.train_max_tokens = ident_max_tokens, train_max_tokens
@@ -141,7 +142,7 @@ class LangDataModule(L.LightningDataModule):
         key = (lang, split, max_tokens)
         if key not in self._cache:
             texts = load_texts(self.corpus_path(lang), split, self.cache_dir, self.seed)
-            ds = pack(texts, self.tokenizer, self.block_size, max_tokens)
+            ds = pack(texts, self.tokenizer, self.block_size, max_tokens, fmt=self.fmt)
             if len(ds) == 0 or int(ds[0]["attention_mask"].sum()) < self.block_size:
                 raise CorpusError(f"language {lang}: the {split} split has fewer tokens than "
                                   f"one block (data.block_size={self.block_size})")

@@ -33,7 +33,13 @@ class TokenPerplexity(Metric):
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
-        """Add one batch: logits [B, T, V] (any float dtype, read in float32), targets [B, T]."""
+        """Add one batch: logits [B, T, V] (any float dtype, read in float32) and targets
+        [B, T]; or, from the chunked loss (training/loss.py, no [B, T, V] logits), its summed
+        cross-entropy and number of targets, two 0-d tensors (see `add`)."""
+        if logits.dim() == 0 and targets.dim() == 0:
+            self.nll_sum += logits.detach().to(torch.float64)
+            self.count += targets.to(self.count.device)
+            return
         if logits.dim() != 3 or logits.shape[:2] != targets.shape:
             raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)}: "
                              "expected [B, T, V] and [B, T]")
@@ -42,6 +48,10 @@ class TokenPerplexity(Metric):
             ignore_index=self.ignore_index, reduction="sum")
         self.nll_sum += nll.detach().to(torch.float64)
         self.count += (targets != self.ignore_index).sum()
+
+    def add(self, nll_sum: torch.Tensor, count: torch.Tensor) -> None:
+        """Add a batch's summed cross-entropy and its number of targets."""
+        self.update(nll_sum.reshape(()), count.reshape(()))
 
     def compute(self) -> torch.Tensor:
         return torch.exp(self.nll_sum / self.count)
@@ -57,19 +67,20 @@ class TokenPerplexity(Metric):
 
 
 @torch.no_grad()
-def perplexity(model, ds, batch_size: int = 32) -> float:
-    """Token perplexity of a packed dataset (pads carry label -100), with TokenPerplexity fed
-    as the LightningModule feeds it: logits of positions :-1 against labels of 1:.
+def perplexity(model, ds, batch_size: int = 32, chunk: int | str | None = "auto") -> float:
+    """Token perplexity of a packed dataset (pads and BOS carry label -100), computed as the
+    LightningModule computes it (training/loss.py: positions :-1 against labels of 1:).
 
     The whole dataset is measured here, so nothing is synchronised across processes.
     """
+    from langsub.training.loss import token_nll
+
     device = model.device
     metric = TokenPerplexity(ignore_index=-100, sync_on_compute=False).to(device)
     for i in range(0, len(ds), batch_size):
-        b = ds[i: i + batch_size]
-        logits = model(input_ids=b["input_ids"].to(device),
-                       attention_mask=b["attention_mask"].to(device)).logits
-        metric.update(logits[:, :-1], b["labels"][:, 1:].to(device))
+        b = {k: v.to(device) for k, v in ds[i: i + batch_size].items()
+             if k in ("input_ids", "attention_mask", "labels")}
+        metric.add(*token_nll(model, b, chunk))
     return float(metric.compute())
 
 

@@ -1,5 +1,5 @@
-"""Tokenizer and causal LM from a local directory or the hub; the same model on the meta
-device (no weights) for dry runs and config checks."""
+"""Tokenizer and causal LM from the model's source (`model/sources.py`: a directory, a GGUF
+or the hub); the same model on the meta device (no weights) for dry runs and config checks."""
 from __future__ import annotations
 
 import os
@@ -11,8 +11,10 @@ from omegaconf import DictConfig, OmegaConf
 def load_tokenizer(cfg_model: DictConfig):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(cfg_model.get("tokenizer") or cfg_model.get("path")
-                                        or cfg_model.hub_id, revision=cfg_model.get("revision"))
+    from langsub.model.sources import resolve
+
+    tok = AutoTokenizer.from_pretrained(cfg_model.get("tokenizer") or resolve(cfg_model),
+                                        revision=_revision(cfg_model))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -26,8 +28,9 @@ def load_model(cfg_model: DictConfig, tok=None, quantized: bool = True, on_cpu: 
     from transformers import AutoModelForCausalLM
 
     from langsub.model.quantize import keep_differentiable, quantization_config
+    from langsub.model.sources import resolve
 
-    src = cfg_model.get("path") or cfg_model.hub_id
+    src = resolve(cfg_model)
     tok = tok or load_tokenizer(cfg_model)
     quantization = quantization_config(cfg_model) if quantized else None
     placement = {}
@@ -37,7 +40,7 @@ def load_model(cfg_model: DictConfig, tok=None, quantized: bool = True, on_cpu: 
     model = AutoModelForCausalLM.from_pretrained(
         src, dtype=getattr(torch, cfg_model.get("dtype", "float32")),
         attn_implementation=cfg_model.get("attn_implementation"),
-        revision=cfg_model.get("revision"), quantization_config=quantization, **placement)
+        revision=_revision(cfg_model), quantization_config=quantization, **placement)
     if quantized and cfg_model.get("quantize"):
         keep_differentiable(model)
     if cfg_model.get("gradient_checkpointing"):
@@ -45,12 +48,21 @@ def load_model(cfg_model: DictConfig, tok=None, quantized: bool = True, on_cpu: 
     return model, tok
 
 
+def _revision(cfg_model: DictConfig) -> str | None:
+    """A hub revision applies to a hub id only (a GGUF's pins the file it downloads)."""
+    from langsub.model.sources import source_of
+
+    return cfg_model.get("revision") if source_of(cfg_model).key == "hub_id" else None
+
+
 def model_config(cfg_model: DictConfig):
-    """The transformers config: local path, else the offline `arch` values, else the hub."""
+    """The transformers config: the local source, else the offline `arch` values, else the hub."""
     from transformers import AutoConfig
 
-    if cfg_model.get("path"):
-        return AutoConfig.from_pretrained(cfg_model.path)
+    from langsub.model import sources
+
+    if sources.source_of(cfg_model).key != "hub_id":
+        return sources.config(cfg_model)
     if cfg_model.get("arch"):
         arch = OmegaConf.to_container(cfg_model.arch, resolve=True)
         return AutoConfig.for_model(arch.pop("model_type"), **arch)

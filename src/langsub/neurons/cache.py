@@ -19,10 +19,12 @@ def model_identity(model, tokenizer, cfg_model: DictConfig) -> dict:
     and tokenizer (hashes of small files, else sizes)."""
     ident = {"name_or_path": str(model.config._name_or_path), "files": {},
              "revision": cfg_model.get("revision"), "dtype": cfg_model.get("dtype", "float32")}
-    root = Path(cfg_model.path) if cfg_model.get("path") else None
+    from langsub.model.sources import local_dir
+
+    root = local_dir(cfg_model)  # a dequantized GGUF's langsub_source.json has its sha256
     if root is not None:
         for p in sorted(root.iterdir()):
-            if p.suffix in (".json", ".safetensors", ".bin", ".model"):
+            if p.is_file() and p.suffix in (".json", ".safetensors", ".bin", ".model"):
                 ident["files"][p.name] = file_digest(p) if p.stat().st_size < 64 << 20 \
                     else p.stat().st_size
     ident["vocab"] = len(tokenizer)
@@ -38,10 +40,14 @@ def stats_meta(cfg: DictConfig, model, tokenizer, dm) -> dict:
     the identification budget."""
     corpus = {lang: dm.corpus_identity(lang) for lang in dm.langs}
     precision = str(cfg.trainer.get("precision", "32-true"))
-    return {"model": model_identity(model, tokenizer, cfg.model),
+    meta = {"model": model_identity(model, tokenizer, cfg.model),
             "precision": _PRECISION_ALIASES.get(precision, precision), "corpus": corpus,
             "langs": list(dm.langs), "ident_max_tokens": dm.ident_max_tokens,
             "block_size": dm.block_size, "version": 2}
+    fmt = getattr(dm, "fmt", None)
+    if fmt is not None and (fmt.bos is not None or fmt.separator != (tokenizer.eos_token_id,)):
+        meta["sequence"] = fmt.describe()  # a BOS or another separator: other blocks
+    return meta
 
 
 def save_stats(path: Path, over_zero: torch.Tensor, n_tokens: torch.Tensor, meta: dict) -> None:

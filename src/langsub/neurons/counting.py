@@ -85,6 +85,15 @@ class ActivationCounter:
         self._handles = []
 
 
+def counted_tokens(batch) -> torch.Tensor:
+    """The tokens the statistics count: the language's text, i.e. attended (not padding)
+    and not a BOS (label -100 where the block starts with one)."""
+    mask = batch["attention_mask"]
+    if "labels" in batch:
+        mask = mask * (batch["labels"] != -100).to(mask.dtype)
+    return mask
+
+
 class ActivationStats(L.Callback):
     """Counts over_zero[L, N, K] and n_tokens[K] during `trainer.predict` over K loaders."""
 
@@ -98,7 +107,7 @@ class ActivationStats(L.Callback):
         self.counter = ActivationCounter(pl_module.model, self.n_langs, pl_module.device)
 
     def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
-        self.counter.set_batch(dataloader_idx, batch["attention_mask"])
+        self.counter.set_batch(dataloader_idx, counted_tokens(batch))
 
     def on_predict_end(self, trainer, pl_module):
         self.counter.remove()

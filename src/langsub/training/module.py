@@ -10,6 +10,7 @@ from torch import nn
 from langsub.errors import CheckpointError, ConfigError, TrainingDiverged
 from langsub.evaluation.perplexity import TokenPerplexity, geomean
 from langsub.training.checkpoints import check_trainable_keys
+from langsub.training.loss import token_nll
 from langsub.training.optim import attach_real_weight_decay
 from langsub.training.trainers import is_sharded
 
@@ -31,9 +32,11 @@ class CausalLMModule(L.LightningModule):
     """
 
     def __init__(self, model: nn.Module, eval_langs: list[str], optimizer=None, scheduler=None,
-                 val_langs: list[str] | None = None, general: list[str] | None = None):
+                 val_langs: list[str] | None = None, general: list[str] | None = None,
+                 loss_chunk: int | str | None = "auto"):
         super().__init__()
         self.model = model
+        self.loss_chunk = loss_chunk  # positions per chunk of the loss (training/loss.py)
         self.eval_langs = list(eval_langs)
         self.val_langs = list(val_langs or eval_langs[:1])
         self.general = [l for l in general or [] if l in self.val_langs]
@@ -59,26 +62,28 @@ class CausalLMModule(L.LightningModule):
     def forward(self, batch):
         return self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
 
-    def _logits_targets(self, batch):
-        logits = self(batch).logits[:, :-1].float()
-        return logits, batch["labels"][:, 1:]
+    def _nll(self, batch):
+        """(summed token cross-entropy, targets): chunked over positions, never the whole
+        [B, T, V] logits; under FSDP the model's own forward (its root gathers the head)."""
+        sharded = self._trainer is not None and is_sharded(self.trainer)
+        return token_nll(self.model, batch, None if sharded else self.loss_chunk)
 
     def training_step(self, batch, batch_idx):
-        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                         labels=batch["labels"])
-        if not torch.isfinite(out.loss):
-            raise TrainingDiverged(f"loss is {out.loss.item()} at step {self.global_step}; "
-                                     "lower the learning rate (train.lr) or check the data")
+        nll, count = self._nll(batch)
+        loss = nll / count.clamp(min=1)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"loss is {loss.item()} at step {self.global_step}; "
+                                   "lower the learning rate (train.lr) or check the data")
         n = int(batch["attention_mask"].sum()) * self.trainer.world_size
         self.tokens_seen += n
         if self._t0 is None:
             self._t0 = time.perf_counter()
         elapsed = time.perf_counter() - self._t0
-        self.log("train/loss", out.loss, prog_bar=True)
+        self.log("train/loss", loss, prog_bar=True)
         self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"])
         if elapsed > 0:
             self.log("train/tokens_per_s", self.tokens_seen / elapsed, prog_bar=True)
-        return out.loss
+        return loss
 
     def on_validation_start(self):
         """Which language each validation loader holds (the data module says, by phase)."""
@@ -91,7 +96,7 @@ class CausalLMModule(L.LightningModule):
                 self.val_ppl[_key(lang)] = TokenPerplexity(ignore_index=-100).to(self.device)
 
     def validation_step(self, batch, batch_idx, dataloader_idx=0):
-        self.val_ppl[_key(self._val_order[dataloader_idx])].update(*self._logits_targets(batch))
+        self.val_ppl[_key(self._val_order[dataloader_idx])].add(*self._nll(batch))
 
     def on_validation_epoch_end(self):
         vals = {k[len("lang_"):]: float(m.compute()) for k, m in self.val_ppl.items()
@@ -116,7 +121,7 @@ class CausalLMModule(L.LightningModule):
                 self.log(f"val/ppl/{lang}", v, sync_dist=False)
 
     def test_step(self, batch, batch_idx, dataloader_idx=0):
-        self.test_ppl[dataloader_idx].update(*self._logits_targets(batch))
+        self.test_ppl[dataloader_idx].add(*self._nll(batch))
 
     def on_test_epoch_end(self):
         for lang, metric in zip(self.eval_langs, self.test_ppl):

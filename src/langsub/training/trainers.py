@@ -46,7 +46,12 @@ def make_trainer(cfg_trainer: DictConfig, model: nn.Module | None = None, evalua
             raise ConfigError("auto_wrap_policy=decoder_layers needs the model")
         t["strategy"] = hydra.utils.instantiate(
             strategy, auto_wrap_policy=decoder_layer_classes(model))
-    return hydra.utils.instantiate(t, **kwargs)
+    from langsub.training.progress import PhaseProgress
+
+    callbacks = list(kwargs.pop("callbacks", None) or [])
+    if not any(isinstance(c, PhaseProgress) for c in callbacks):  # every phase reports
+        callbacks.append(PhaseProgress())
+    return hydra.utils.instantiate(t, callbacks=callbacks, **kwargs)
 
 
 def is_sharded(trainer: L.Trainer) -> bool:
