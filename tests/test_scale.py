@@ -90,13 +90,17 @@ def test_memory_plan_by_hand():
     a = activation_bytes(c, tokens=3, act_bytes=2, checkpointing=False)
     assert a["activations_gb"] * 1e9 == 2 * 120 * 2 * 3
     assert a["logits_gb"] * 1e9 == 3 * 10 * (2 + 4 + 4)
+    chunked = activation_bytes(c, tokens=3, act_bytes=2, checkpointing=False, loss_rows=2)
+    assert chunked["logits_gb"] * 1e9 == 2 * 10 * (2 + 4) + 3 * 8 * 2  # one chunk + dL/dh
+    assert chunked["logits_unchunked_gb"] == a["logits_gb"]
     ck = activation_bytes(c, tokens=3, act_bytes=2, checkpointing=True)
     assert ck["activations_gb"] * 1e9 == 2 * 8 * 2 * 3 + 120 * 2 * 3
     # 1000 weights as the method left them: 990 frozen bf16 + 10 trainable float32 masters;
     # the 10 trainable ones' gradients and two AdamW states are float32 too
     m = memory_plan(weights_bytes=990 * 2 + 10 * 4, trainable=10, act=a)
     assert (m["weights_gb"], m["gradients_gb"], m["optimizer_gb"]) == (2.02e-6, 4e-8, 8e-8)
-    assert m["peak_gb"] == sum(v for k, v in m.items() if k != "peak_gb")
+    assert m["peak_gb"] == sum(v for k, v in m.items()
+                               if k not in ("peak_gb", "logits_unchunked_gb"))
     # full fine-tuning under bf16-mixed: autocast's bf16 copies of the fp32 masters
     f = memory_plan(weights_bytes=1000 * 4, trainable=1000, act=a, autocast_copies=2 * 1000)
     assert f["autocast_gb"] == 2e-6

@@ -26,6 +26,7 @@ from langsub.evaluation.perplexity import geomean
 from langsub.io import atomic_write_text
 from langsub.methods import Method, build_method, count_params
 from langsub.model.load import load_model, load_tokenizer
+from langsub.model.sources import describe as describe_source
 from langsub.neurons.identify import Identification, identify
 from langsub.neurons.masks import write_neurons_json
 from langsub.training.checkpoints import load_trainable
@@ -283,7 +284,7 @@ def delta_header(job: Job) -> dict | None:
     from langsub.export import delta_metadata
 
     cfg, m = job.cfg, job.cfg.model
-    base = (m.get("path") or m.hub_id) + (f"@{m.revision}" if m.get("revision") else "")
+    base = describe_source(m)
     return delta_metadata(job.module.model, job.delta, base_model=base, lang=cfg.lang.code,
                           method=job.method.name, rho=job.ident.rho_used if job.ident else None,
                           selection=cfg.get("selection", "lape"), alpha=cfg.get("alpha"),
@@ -300,7 +301,7 @@ def collect_metrics(job: Job) -> dict:
     m = {"method": job.method.name, "lang": target, "lr": cfg.train.lr, "rho": cfg.rho,
          "rho_used": ident.rho_used if ident else None, "threshold": cfg.threshold,
          "selection": cfg.get("selection", "lape"), "alpha": cfg.get("alpha"),
-         "seed": cfg.seed, "base_model": cfg.model.get("path") or cfg.model.hub_id,
+         "seed": cfg.seed, "base_model": describe_source(cfg.model),
          "neurons": int(sum(len(t) for t in trained)) if trained is not None else None,
          "neurons_from": job.method.source(target) if trained is not None else None,
          "trainable_fraction": job.metrics["trainable_params"] / job.total_params,

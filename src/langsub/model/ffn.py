@@ -49,7 +49,8 @@ FAMILIES = (
     Family("fused", "Phi-3", gate=None, up=None, down="down_proj", gate_up="gate_up_proj",
            fused_rows=_gate_first, lora_targets=("gate_up_proj", "down_proj"),
            ia3_targets=("qkv_proj", "down_proj"), ia3_feedforward=("down_proj",)),
-    Family("separate", "Llama, Mistral, Qwen2/3, Gemma, Cohere", gate="gate_proj",
+    # Gemma 1-3: GELU-tanh gate, > 0 exactly where its input is, so LAPE's count is unchanged
+    Family("separate", "Llama, Mistral, Qwen2/3, Gemma 1-3, Cohere", gate="gate_proj",
            up="up_proj", down="down_proj",
            lora_targets=("gate_proj", "up_proj", "down_proj"),
            ia3_targets=("k_proj", "v_proj", "down_proj"), ia3_feedforward=("down_proj",)),

@@ -234,7 +234,7 @@ def source_problems(m: DictConfig) -> list[str]:
     read and a package's GGUF assembled)."""
     set_keys = [s.key for s in SOURCES[:-1] if m.get(s.key)]
     if len(set_keys) > 1:
-        return [f"model.{' and model.'.join(set_keys)} are all set: set one "
+        return [f"model.{' and model.'.join(set_keys)} are {'both' if len(set_keys) == 2 else 'all'} set: set one "
                 "(a directory, a GGUF file or a GGUF package)"]
     return source_of(m).problems(m)
 
@@ -268,6 +268,17 @@ def config(m: DictConfig):
         if not (done / SOURCE_FILE).is_file():
             return AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name)
     return AutoConfig.from_pretrained(resolve(m))
+
+
+def describe(m: DictConfig) -> str:
+    """The base model's name in metrics and delta headers: the directory, the GGUF (with its
+    sha256) or the hub id (with its revision)."""
+    key = source_of(m).key
+    if key in ("gguf", "gguf_package"):
+        origin = str(m.gguf) if key == "gguf" else f"package:{m.gguf_package}"
+        return f"{origin}@sha256:{sha256_file(gguf_path(m))[:16]}"
+    name = str(m.get("path") or m.get("hub_id"))
+    return name + (f"@{m.revision}" if key == "hub_id" and m.get("revision") else "")
 
 
 def cfg_for(spec: str) -> DictConfig:

@@ -19,13 +19,17 @@ from langsub.neurons.lape import select_random_global
 from langsub.neurons.masks import load_neurons
 
 
-def activation_bytes(config, tokens: int, act_bytes: int, checkpointing: bool) -> dict:
+def activation_bytes(config, tokens: int, act_bytes: int, checkpointing: bool,
+                     loss_rows: int | None = None) -> dict:
     """Activations kept for the backward pass of a gated-FFN decoder (an estimate).
 
     Per token and layer: the two norms' inputs and outputs (4h), q and the attention output
     (2·q_dim), k and v (2·kv_dim; SDPA keeps no score matrix), gate, up, act(gate) and their
     product (4f). With gradient checkpointing only each layer's input (h) is kept, plus one
-    layer recomputed. Logits: model dtype, a float32 copy in the loss and its gradient.
+    layer recomputed. Logits: model dtype, a float32 copy in the loss and its gradient — of
+    every position, or with the chunked loss (`loss_rows` positions a chunk, training/loss.py)
+    of one chunk (model dtype + float32, the gradient in place) plus the hidden states'
+    gradient; `logits_unchunked_gb` is what the plain loss would hold.
     """
     h, f, L = config.hidden_size, config.intermediate_size, config.num_hidden_layers
     heads = config.num_attention_heads
@@ -33,8 +37,11 @@ def activation_bytes(config, tokens: int, act_bytes: int, checkpointing: bool) -
     q_dim, kv_dim = heads * head_dim, (getattr(config, "num_key_value_heads", None) or heads) * head_dim
     layer = (4 * h + 2 * q_dim + 2 * kv_dim + 4 * f) * act_bytes * tokens
     layers = (L * h * act_bytes * tokens + layer) if checkpointing else L * layer
-    logits = tokens * config.vocab_size * (act_bytes + 4 + 4)
-    return {"activations_gb": layers / 1e9, "logits_gb": logits / 1e9}
+    plain = tokens * config.vocab_size * (act_bytes + 4 + 4)
+    logits = plain if loss_rows is None else \
+        min(tokens, loss_rows) * config.vocab_size * (act_bytes + 4) + tokens * h * act_bytes
+    return {"activations_gb": layers / 1e9, "logits_gb": logits / 1e9,
+            "logits_unchunked_gb": plain / 1e9}
 
 
 MASTER_BYTES = 4  # trainable tensors keep float32 master values (methods/precision.py)
@@ -70,7 +77,7 @@ def memory_plan(weights_bytes: int, trainable: int, act: dict, autocast_copies: 
          "gradients_gb": trainable * MASTER_BYTES / 1e9,
          "optimizer_gb": 2 * trainable * MASTER_BYTES / 1e9,
          "autocast_gb": autocast_copies / 1e9, **act}
-    m["peak_gb"] = sum(m.values())
+    m["peak_gb"] = sum(v for k, v in m.items() if k != "logits_unchunked_gb")
     return m
 
 
@@ -87,8 +94,11 @@ def _plan(cfg: DictConfig, method_cfg: dict, mask, config, quantize=None) -> dic
     half = torch.finfo(dtype).bits == 16 or "16" in precision
     copies = 2 * trainable if method.needs_autocast and precision.endswith("-mixed") else 0
     tokens = cfg.data.batch_size * cfg.data.block_size
+    from langsub.training.loss import chunk_rows
+
     act = activation_bytes(config, tokens, 2 if half else 4,
-                           bool(cfg.model.get("gradient_checkpointing")))
+                           bool(cfg.model.get("gradient_checkpointing")),
+                           chunk_rows(config.vocab_size, cfg.model.get("loss_chunk", "auto")))
     return {"method": method_cfg["name"], "quantize": quantize,
             "trainable_params": trainable, "total_params": total,
             "trainable_fraction": trainable / total,
