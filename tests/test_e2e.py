@@ -345,3 +345,31 @@ def test_analyze_a_finished_run(transfer, tmp_path):
                        capture_output=True, text=True, timeout=120,
                        env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     assert r.returncode == 2 and r.stderr.startswith("error: ") and "Traceback" not in r.stderr
+
+
+def test_killed_sweep_rerun_finishes_only_the_rest(tmp_path):
+    """A two-job sweep killed after its first job; the rerun into the same sweep dir skips
+    job 0 (its metrics.json untouched) and runs job 1; another config there is refused."""
+    sweep = tmp_path / "sweep"
+    argv = [sys.executable, "train.py", "-m", *FAST, f"paths.cache_dir={tmp_path}/cache",
+            "rho=0.05,0.02", f"hydra.sweep.dir={sweep}"]
+    proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    first = sweep / "0" / "metrics.json"
+    deadline = time.time() + 600
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert first.exists() and not (sweep / "1" / "metrics.json").exists()
+    stamp = first.stat().st_mtime_ns
+    r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "finished earlier (metrics.json), skipped" in r.stdout
+    assert first.stat().st_mtime_ns == stamp  # job 0 was not run again
+    m1 = json.loads((sweep / "1" / "metrics.json").read_text())
+    assert m1["rho"] == 0.02
+    r = subprocess.run([*argv[:-2], "rho=0.05,0.01", f"hydra.sweep.dir={sweep}"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "holds a job of another config (differs in rho" in r.stderr, \
+        r.stderr[-2000:]

@@ -45,9 +45,10 @@ def test_frozen_head_gets_no_gradient_and_no_grad_mode_computes_none():
     out = LinearCrossEntropy.apply(h, w, y, 4, None)
     (gh,) = torch.autograd.grad(out, (h,))
     torch.testing.assert_close(gh, torch.autograd.grad(_plain(h, w, y), (h,))[0])
+    w.requires_grad_(True)  # a trainable head under no_grad (an evaluation): no gradient work
     with torch.no_grad():
-        assert LinearCrossEntropy.apply(h, w, y, 4, None).item() == pytest.approx(
-            _plain(h, w, y).item(), rel=1e-6)
+        assert LinearCrossEntropy.apply(h, w, y, 4, None, torch.is_grad_enabled()).item() == \
+            pytest.approx(_plain(h, w, y).item(), rel=1e-6)
 
 
 def test_token_nll_equals_the_model_s_own_loss(llama):
@@ -85,8 +86,8 @@ def _texts(n=40):
 def test_blocks_start_with_bos_never_a_target_nor_counted(embedded):
     _, tok = embedded
     fmt = SequenceFormat(tok.bos_token_id, (tok.eos_token_id,))
-    ds = pack(_texts(), tok, 16, fmt=fmt)
-    plain = pack(_texts(), tok, 16)
+    ds = pack(_texts(), tok, 16, fmt=fmt)[:]
+    plain = pack(_texts(), tok, 16)[:]
     assert (ds["input_ids"][:, 0] == tok.bos_token_id).all()
     assert (ds["labels"][:, 0] == -100).all() and (ds["attention_mask"][:, 0] == 1).all()
     # the same text, 15 tokens a block after the BOS
@@ -95,8 +96,8 @@ def test_blocks_start_with_bos_never_a_target_nor_counted(embedded):
     flat = [t for row, m in zip(plain["input_ids"], plain["attention_mask"])
             for t, k in zip(row.tolist(), m.tolist()) if k]
     assert body == flat
-    counted = counted_tokens(ds[:])
-    assert int(counted.sum()) == int(ds["attention_mask"].sum()) - len(ds)
+    counted = counted_tokens(ds)
+    assert int(counted.sum()) == int(ds["attention_mask"].sum()) - len(ds["input_ids"])
     assert (counted[:, 0] == 0).all()
 
 
@@ -105,9 +106,9 @@ def test_embedded_model_keeps_its_blocks(embedded):
     assert not expects_bos(tok)  # pretrained without one
     fmt = sequence_format(tok)
     assert fmt == SequenceFormat(None, (tok.eos_token_id,))
-    a, b = pack(_texts(), tok, 16, fmt=fmt), pack(_texts(), tok, 16)
+    a, b = pack(_texts(), tok, 16, fmt=fmt)[:], pack(_texts(), tok, 16)[:]
     assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["labels"], b["labels"])
-    assert torch.equal(counted_tokens(a[:]), a["attention_mask"])
+    assert torch.equal(counted_tokens(a), a["attention_mask"])
 
 
 def test_separator_string_joins_documents(embedded):
@@ -115,6 +116,6 @@ def test_separator_string_joins_documents(embedded):
     fmt = sequence_format(tok, add_bos=True, separator="\n\n")
     sep = tok("\n\n", add_special_tokens=False)["input_ids"]
     assert fmt.bos == tok.bos_token_id and list(fmt.separator) == sep
-    ds = pack(_texts(3), tok, 64, fmt=fmt)
+    ds = pack(_texts(3), tok, 64, fmt=fmt)[:]
     ids = ds["input_ids"][0].tolist()
     assert tok.eos_token_id not in ids[: int(ds["attention_mask"][0].sum())]

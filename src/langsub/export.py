@@ -178,8 +178,6 @@ def export(base: str, out: Path, specs: list[str], dtype: str | None = None,
            push: str | None = None) -> Path:
     """Everything `python -m langsub.export` does; nothing is written unless every delta
     fits the base."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     out = out.resolve()
     if out.exists() and (not out.is_dir() or any(out.iterdir())) \
             and not (out / "config.json").is_file():
@@ -188,9 +186,16 @@ def export(base: str, out: Path, specs: list[str], dtype: str | None = None,
     paths = [resolve_delta(s) for s in specs]
     metas = [read_delta(p)[1] for p in paths]  # every file checked before the base loads
     dtype = dtype or delta_dtype(metas)
+    from langsub.model.load import load_model
+    from langsub.model.sources import cfg_for, source_problems
+
+    source = cfg_for(base)  # a directory, a .gguf (dequantized once) or a hub id
+    source.dtype = dtype
+    problems = source_problems(source)
+    if problems:
+        raise CheckpointError(f"--base {base}: {problems[0]}")
     try:
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=getattr(torch, dtype))
-        tok = AutoTokenizer.from_pretrained(base)
+        model, tok = load_model(source, quantized=False)
     except (OSError, ValueError) as e:
         raise CheckpointError(f"--base {base}: cannot load a causal LM and its tokenizer "
                               f"({str(e).splitlines()[0][:120]})") from None
@@ -215,7 +220,8 @@ def export(base: str, out: Path, specs: list[str], dtype: str | None = None,
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Apply langsub neuron deltas to a base model.")
-    ap.add_argument("--base", required=True, help="base model directory or hub id")
+    ap.add_argument("--base", required=True,
+                    help="base model: a directory, a .gguf file (or owner/name:file) or a hub id")
     ap.add_argument("--delta", nargs="+", action="extend", required=True,
                     help="delta.safetensors files or hub ids owner/name[:file] (repeatable)")
     ap.add_argument("--out", required=True, help="output directory (save_pretrained)")

@@ -32,6 +32,7 @@ from langsub.neurons.masks import write_neurons_json
 from langsub.training.checkpoints import load_trainable
 from langsub.training.launch import ddp_safe_job
 from langsub.training.module import CausalLMModule
+from langsub.training.sweep_resume import resume_or_skip
 from langsub.training.trainers import budget_steps, build_trainers, is_sharded, tokens_per_step
 from langsub.validate import check_config
 
@@ -84,6 +85,9 @@ def run(cfg: DictConfig) -> dict:
         if cfg.get("dry_run"):
             from langsub.tools.dryrun import dry_run
             return dry_run(cfg, Path(cfg.paths.output_dir))
+        done = resume_or_skip(cfg)  # a rerun sweep: finished jobs skipped, a stopped one resumed
+        if done is not None:
+            return done
         job = setup(cfg)
         measure_before(job)
         train(job)

@@ -355,6 +355,9 @@ def check_config(cfg: DictConfig) -> None:
     problems += method_problems + _data_problems(cfg, method) + _budget_problems(cfg)
     problems += _trainer_problems(cfg) + _recipe_problems(cfg) + _recipe_langs_problems(cfg)
     problems += config_problems(cfg)
+    from langsub.analysis.fidelity import config_problems as fidelity_problems
+
+    problems += fidelity_problems(cfg)
     problems += _model_problems(cfg)
     if not problems:  # only when the cheap checks pass: this one reads the model config
         problems += _shape_problems(cfg)

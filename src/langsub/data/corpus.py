@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
+import numpy as np
 
 from langsub.errors import CorpusError
 
@@ -93,15 +94,23 @@ def pack(ds: datasets.Dataset, tokenizer, block_size: int, max_tokens: int | Non
 
     def tok(batch):
         ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
-        return {"ids": [x + sep for x in ids]}
+        # numpy rows: datasets writes them to Arrow directly (python lists are walked item
+        # by item, minutes for a real tokenizer's corpus)
+        return {"ids": [np.asarray(x + sep, dtype=np.int64) for x in ids]}
 
     def group(batch):
-        flat = [t for x in batch["ids"] for t in x]
-        head = [] if bos is None else [bos]
-        blocks = [flat[i: i + body] for i in range(0, len(flat), body)]
-        mask = [[1] * (len(head) + len(b)) + [0] * (body - len(b)) for b in blocks]
-        inp = [head + b + [pad] * (body - len(b)) for b in blocks]
-        labels = [[-100] * len(head) + b + [-100] * (body - len(b)) for b in blocks]
+        rows = [np.asarray(x, dtype=np.int64) for x in batch["ids"]]
+        flat = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+        n = -(-len(flat) // body)
+        padded = np.full(n * body, pad, dtype=np.int64)
+        padded[: len(flat)] = flat
+        tokens = padded.reshape(n, body)
+        real = (np.arange(n * body) < len(flat)).reshape(n, body)
+        k = 0 if bos is None else 1  # the BOS column
+        inp = np.concatenate([np.full((n, k), bos or 0, dtype=np.int64), tokens], 1)
+        mask = np.concatenate([np.ones((n, k), dtype=np.int64), real.astype(np.int64)], 1)
+        labels = np.concatenate([np.full((n, k), -100, dtype=np.int64),
+                                 np.where(real, tokens, -100)], 1)
         return {"input_ids": inp, "attention_mask": mask, "labels": labels}
 
     ds = ds.map(tok, batched=True, remove_columns=ds.column_names, num_proc=num_proc,

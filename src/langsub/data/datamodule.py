@@ -124,6 +124,12 @@ class LangDataModule(L.LightningDataModule):
 
     def check_blocks(self) -> None:
         """Every split the run uses holds at least one full block (before any model loads)."""
+        import logging
+        import time
+
+        log, t0 = logging.getLogger("langsub"), time.perf_counter()
+        log.info(f"data: tokenizing and packing {len(self.langs)} languages (cached after "
+                 "the first run)")
         bars = datasets.is_progress_bar_enabled()
         datasets.disable_progress_bars()  # a failing check prints its one line only
         try:
@@ -137,6 +143,7 @@ class LangDataModule(L.LightningDataModule):
         finally:
             if bars:
                 datasets.enable_progress_bars()
+        log.info(f"data: ready in {time.perf_counter() - t0:.0f}s")
 
     def blocks(self, lang: str, split: str, max_tokens: int | None = None) -> datasets.Dataset:
         key = (lang, split, max_tokens)

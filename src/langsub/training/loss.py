@@ -29,10 +29,12 @@ class LinearCrossEntropy(torch.autograd.Function):
     """sum_n CE(softcap(h_n @ W^T), y_n) over chunks of rows; gradients made in the forward."""
 
     @staticmethod
-    def forward(ctx, h, weight, targets, rows, softcap):
+    def forward(ctx, h, weight, targets, rows, softcap, grad=True):
         dev = h.device.type
         cdt = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else weight.dtype
-        need_h, need_w = h.requires_grad, weight.requires_grad
+        # `grad`: whether the caller's grad mode is on (inside forward it is always off); an
+        # evaluation under no_grad computes the loss only, whatever requires_grad says
+        need_h, need_w = grad and h.requires_grad, grad and weight.requires_grad
         total = torch.zeros((), dtype=torch.float32, device=h.device)
         gh = torch.empty_like(h) if need_h else None
         gw = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None
@@ -69,7 +71,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         gh = saved.pop(0) if need_h else None
         gh = gh * grad.to(gh.dtype) if gh is not None else None
         gw = (saved.pop(0) * grad).to(ctx.w_dtype) if need_w else None
-        return gh, gw, None, None, None
+        return gh, gw, None, None, None, None
 
 
 def _head_parts(model: nn.Module):
@@ -101,4 +103,5 @@ def token_nll(model: nn.Module, batch: dict, chunk: int | str | None = "auto"
     decoder, head, softcap = parts
     h = decoder(input_ids=batch["input_ids"],
                 attention_mask=batch["attention_mask"]).last_hidden_state[:, :-1]
-    return LinearCrossEntropy.apply(h[valid], head.weight, labels[valid], rows, softcap), count
+    return LinearCrossEntropy.apply(h[valid], head.weight, labels[valid], rows, softcap,
+                                    torch.is_grad_enabled()), count
