@@ -191,7 +191,7 @@ def test_unsupported_model_before_loading(tmp_path):
     ("resume=maybe", "resume='maybe': allowed is true or false"),
     ("analysis_eval_tokens=0", "analysis_eval_tokens=0: allowed is an integer >= 1"),
     ("analysis=[deactivation,heatmap]", "'heatmap' is unknown; allowed is a list of "
-     "deactivation, alignment, weights, reversal, or 'all'"),
+     "deactivation, alignment, weights, reversal, fidelity, or 'all'"),
     ("objective=loss", "objective='loss': allowed is one of 'target', 'target_and_general'"),
     ("auto_budget.min_neurons=0", "auto_budget.min_neurons=0: allowed is an integer >= 1"),
     ("~optimizer", "optimizer=None: allowed is a config with a _target_"),
