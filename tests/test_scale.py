@@ -10,7 +10,8 @@ from langsub.model.load import meta_model
 from langsub.tools.dryrun import dry_run
 from langsub.model.ffn import find_ffns
 
-REAL = ["llama31_8b", "mistral_nemo", "qwen25_7b", "gemma2_9b", "aya_expanse_8b"]
+REAL = ["llama31_8b", "mistral_nemo", "qwen25_7b", "gemma2_9b", "aya_expanse_8b",
+        "gemma3_1b", "gemma3_4b", "gemma3_12b"]
 
 
 def _cfg(overrides):
@@ -26,6 +27,16 @@ def test_real_configs_build_on_meta(name):
     assert len(ffns) == cfg.model.arch.num_hidden_layers
     assert ffns[0].n_neurons == cfg.model.arch.intermediate_size
     assert next(model.parameters()).device.type == "meta"
+
+
+def test_dry_run_plans_the_chunked_loss_for_a_262k_vocabulary():
+    from langsub.tools.dryrun import dry_run
+
+    out = dry_run(_cfg(["model=gemma3_12b", "method=lape", "dry_run=true"]), None)
+    assert out["logits_unchunked_gb"] > 10 * out["logits_gb"]  # 5.4 GB of logits -> one chunk
+    off = dry_run(_cfg(["model=gemma3_12b", "method=lape", "dry_run=true",
+                        "model.loss_chunk=null"]), None)
+    assert off["logits_gb"] == off["logits_unchunked_gb"] == out["logits_unchunked_gb"]
 
 
 def test_dry_run_counts_a_known_mask(tmp_path):
@@ -104,7 +115,8 @@ def test_memory_plan_by_hand():
     # full fine-tuning under bf16-mixed: autocast's bf16 copies of the fp32 masters
     f = memory_plan(weights_bytes=1000 * 4, trainable=1000, act=a, autocast_copies=2 * 1000)
     assert f["autocast_gb"] == 2e-6
-    assert f["peak_gb"] == pytest.approx(sum(a.values()) + 4e-6 + 4e-6 + 8e-6 + 2e-6)
+    held = sum(v for k, v in a.items() if k != "logits_unchunked_gb")  # the plain loss's, not held
+    assert f["peak_gb"] == pytest.approx(held + 4e-6 + 4e-6 + 8e-6 + 2e-6)
 
 
 def test_dry_run_counts_float32_masters_of_a_bf16_model(tmp_path):

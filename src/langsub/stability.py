@@ -83,7 +83,7 @@ def stability(cfg: DictConfig) -> dict:
     if problems:
         raise ConfigError("\n".join(problems))
     fractions, seeds = [float(f) for f in cfg.stability.fractions], seeds_of(cfg.stability.seeds)
-    if cfg.rho == "auto" and cfg.get("selection", "lape") == "lape":
+    if cfg.rho == "auto" and cfg.get("selection", "lape") != "significance":
         raise ConfigError("rho=auto: stability compares fixed-size selections; give a number")
     tok = load_tokenizer(cfg.model)
     dm = build_datamodule(cfg, tok)

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from langsub.io import atomic_write_text
 from langsub.training.recipe import recipe
-from langsub.methods import build_method, count_params
+from langsub.methods import METHODS, build_method, count_params
 from langsub.model.ffn import find_ffns
 from langsub.model.load import meta_model, model_config
 from langsub.neurons.lape import select_random_global
@@ -140,7 +140,8 @@ def dry_run(cfg: DictConfig, out_dir: Path | None = None) -> dict:
     method_dir = Path(cfg.paths.root_dir) / "conf" / "method"
     for name in ("lora", "full"):
         if name != method_cfg["name"] and (method_dir / f"{name}.yaml").is_file():
-            q = quantize if name == "lora" else None  # QLoRA; full cannot train packed weights
+            # QLoRA; full fine-tuning cannot train packed weights, so it plans the plain base
+            q = quantize if METHODS[name].supports_quantized else None
             compare[name if q is None else f"lora ({q})"] = _plan(
                 cfg, method_config(cfg, method_dir / f"{name}.yaml"), None, config, q)
     out = {"model": cfg.model.name, "method": cfg.method.name, "layers": L, "ffn_width": N,

@@ -133,8 +133,8 @@ def _worker(spec: dict, queue) -> None:
         _exact_rss()
     model = _build(LlamaForCausalLM, cfg, dev, spec.get("dtype", "float32"))
     L, N = cfg.num_hidden_layers, cfg.intermediate_size
-    mask = select_random_global(round(spec["rho"] * L * N), L, N, spec["seed"] + (
-        1 if spec["method"] == "random" else 0))
+    # every method trains the same random stand-in mask: its cost depends on its size only
+    mask = select_random_global(round(spec["rho"] * L * N), L, N, spec["seed"])
     model = _prepare(spec["method"], model, mask)
     trainable, total = count_params(model)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -314,7 +314,7 @@ def scaling(cfg, model: dict, out_dir: Path) -> dict:
         m = {**model, "hidden_size": d, "intermediate_size": 4 * d,
              "num_attention_heads": max(1, d // 64), "num_key_value_heads": max(1, d // 64)}
         cells += [(d, cfg.rho, meth, m) for meth in cfg.scaling.methods]
-    cells += [(model["hidden_size"], r, "lape", model) for r in cfg.scaling.rhos]
+    cells += [(model["hidden_size"], r, cfg.scaling.rho_method, model) for r in cfg.scaling.rhos]
     rounds = cfg.scaling.get("rounds", 1)
     base = _base_spec(cfg)
     order = _interleaved(list(range(len(cells))), rounds)
@@ -340,11 +340,11 @@ def scaling(cfg, model: dict, out_dir: Path) -> dict:
         a.plot([r["width"] for r in pts], [r["step_s"] for r in pts], "o-", label=meth)
     a.set(xlabel="hidden size (FFN = 4×)", ylabel="step s", title="step time vs width")
     a.legend()
-    pts = sorted((r for r in rows if r["method"] == "lape" and r["width"] == model["hidden_size"]
+    pts = sorted((r for r in rows if r["method"] == cfg.scaling.rho_method and r["width"] == model["hidden_size"]
                   and r["rho"] in cfg.scaling.rhos), key=lambda r: r["rho"])
     b.plot([r["rho"] for r in pts], [r["step_s"] for r in pts], "o-", label="step s")
     b.set(xscale="log", xlabel="ρ (share of FFN neurons trained)", ylabel="step s",
-          title="lape step time vs ρ")
+          title=f"{cfg.scaling.rho_method} step time vs ρ")
     fig.tight_layout()
     fig.savefig(out_dir / "scaling.png", dpi=110)
     return rows
