@@ -40,6 +40,11 @@ def sweep(tmp_path_factory):
 def test_sweep_computes_statistics_once(sweep):
     hits = [m["stats_cache_hit"] for _, m in sweep]
     assert hits == [False, True]
+    # the untouched model's perplexities too: measured by the first job, read by the second
+    assert [m["before_cache_hit"] for _, m in sweep] == [False, True]
+    before = [{k: v for k, v in m.items() if k.startswith(("ppl_before/", "valid_ppl_before/"))}
+              for _, m in sweep]
+    assert len(before[0]) > 10 and before[0] == before[1]
     assert sweep[0][1]["rho"] == 0.05 and sweep[1][1]["rho"] == 0.02
     assert sweep[0][1]["neurons"] > sweep[1][1]["neurons"] > 0
 
@@ -96,7 +101,7 @@ def test_other_methods_write_metrics(method, tmp_path):
 FAST = ["debug=fast"]
 
 
-TIMING = ("train_seconds", "stats_cache_hit", "train_tokens_per_s", "stats_seconds",
+TIMING = ("train_seconds", "stats_cache_hit", "before_cache_hit", "train_tokens_per_s", "stats_seconds",
           "stats_tokens_per_s", "peak_rss_gb", "peak_gpu_memory_gb", "lm_eval_seconds/before",
           "lm_eval_seconds/after")
 

@@ -3,6 +3,7 @@ rule (experiment=compare) on hand-made runs and through the real sweeper."""
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 
@@ -106,13 +107,18 @@ def test_rule_prefers_target_within_the_general_tolerance():
     (dict(lr_factors=[]), "hydra.sweeper.lr_factors=[]: allowed is a non-empty list"),
     (dict(seeds=[]), "hydra.sweeper.seeds=[]: allowed is a non-empty list"),
     (dict(methods=[]), "hydra.sweeper.methods=[]: allowed is a non-empty list"),
-    (dict(lr_factors=[0.5, 2]), "a fair grid spans at least 10x either side"),
+    (dict(lr_factors=[0.5, 2]), "a fair grid spans at least a decade around each default"),
+    (dict(lr_factors=[0.316, 1, 10]), None),  # the three-point grid of a slow model is allowed
+    (dict(lr_factors=[0.316, 1, 3.16]), None),
     (dict(lr_factors=[0.1, -1, 10]), "allowed are numbers > 0"),
     (dict(max_general_rise=-0.1), "hydra.sweeper.max_general_rise=-0.1"),
 ])
 def test_compare_refuses_empty_grids(kw, line):
     args = dict(methods=["lape"], lr_factors=[0.1, 1, 10], seeds=[0, 1, 2],
                 max_general_rise=0.01) | kw
+    if line is None:
+        compare.check(**args)
+        return
     with pytest.raises(ConfigError, match=line.replace("[", r"\[").replace("]", r"\]")):
         compare.check(**args)
 
@@ -149,6 +155,19 @@ def test_compare_sweep_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     md = (sweep / "report.md").read_text()
     assert "## Fair comparison" in md and "| lape |" in md and (sweep / "pareto.png").is_file()
+    # runs.jsonl: every row carries its overrides; the command it records reruns it exactly
+    rows = [json.loads(line) for line in (sweep / "runs.jsonl").read_text().splitlines()]
+    assert [(r["lr"], r["seed"]) for r in rows] == [(1e-4, 0), (1e-2, 0), (chosen, 1)]
+    assert all({f"train.lr={r['lr']}", f"seed={r['seed']}", "experiment=compare"}
+               <= set(r["overrides"]) for r in rows)
+    row = rows[-1]
+    again = subprocess.run([sys.executable, *shlex.split(row["rerun"])[1:],
+                            f"hydra.run.dir={tmp_path}/rerun"], cwd=ROOT, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    m = json.loads((tmp_path / "rerun/metrics.json").read_text())
+    assert (m["ppl_before/target"], m["ppl_after/target"]) == \
+        (row["ppl_before/target"], row["ppl_after/target"])
     bad = subprocess.run([sys.executable, "train.py", "-m", "experiment=compare",
                           "hydra.sweeper.seeds=[]", f"hydra.sweep.dir={tmp_path}/bad"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -19,10 +19,42 @@ def load_runs(root: Path) -> list[dict]:
     for p in sorted(root.rglob("metrics.json")):
         m = json.loads(p.read_text())
         m["_dir"] = str(p.parent.relative_to(root))
+        m["_overrides"] = overrides(p.parent)
         runs.append(m)
     if not runs:
         raise ConfigError(f"no metrics.json below {root}")
     return runs
+
+
+def overrides(run_dir: Path) -> list[str] | None:
+    """The command-line overrides the run was made with (Hydra's `.hydra/overrides.yaml`)."""
+    p = run_dir / ".hydra" / "overrides.yaml"
+    if not p.is_file():
+        return None
+    from omegaconf import OmegaConf
+
+    return [str(o) for o in OmegaConf.load(p)]
+
+
+def rerun_command(over: list[str]) -> str:
+    """One run again, alone: its overrides as one `python train.py` (a sweep's job included:
+    `hydra.mode=RUN` so `experiment=compare` does not start a sweep)."""
+    import shlex
+
+    return " ".join(["python", "train.py", *map(shlex.quote, over), "hydra.mode=RUN"])
+
+
+def rows(runs: list[dict]) -> list[dict]:
+    """runs.jsonl: every run's scalar figures, its directory, overrides and rerun command."""
+    out = []
+    for m in runs:
+        row = {k: v for k, v in m.items() if not k.startswith("_")
+               and isinstance(v, (int, float, str, bool, type(None)))}
+        row["run"], row["overrides"] = m["_dir"], m["_overrides"]
+        if m["_overrides"] is not None:
+            row["rerun"] = rerun_command(m["_overrides"])
+        out.append(row)
+    return out
 
 
 def table(runs: list[dict]) -> str:
@@ -84,8 +116,9 @@ def main(argv=None) -> None:
         body += (f"## The paper's evaluation suite (Table 2)\n\n{paper_table.table(runs)}\n\n"
                  f"![paper suite](paper_table.png)\n\n## Every run\n\n")
     atomic_write_text(a.root / "report.md", body + f"{md}\n\n![perplexity change](report.png)\n")
+    atomic_write_text(a.root / "runs.jsonl", "".join(json.dumps(r) + "\n" for r in rows(runs)))
     print(body + md)
-    print(f"\nwritten: {a.root / 'report.md'}, {a.root / 'report.png'}")
+    print(f"\nwritten: {a.root / 'report.md'}, {a.root / 'report.png'}, {a.root / 'runs.jsonl'}")
 
 
 if __name__ == "__main__":

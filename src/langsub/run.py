@@ -21,6 +21,7 @@ from langsub.analysis import AnalysisContext, figures, wanted
 from langsub.analysis.registry import run_after, run_before
 from langsub.data.corpus import sequence_format
 from langsub.data.datamodule import LangDataModule
+from langsub.evaluation import before_cache
 from langsub.evaluation.benchmarks import run_phase as lm_eval_phase
 from langsub.evaluation.perplexity import geomean
 from langsub.io import atomic_write_text
@@ -203,11 +204,28 @@ def peak_memory(device: torch.device) -> dict:
 
 def evaluate(job: Job, phase: str) -> None:
     """Perplexity of every evaluation language (test split) and of the validation languages
-    (valid split: `valid_ppl_<phase>/<lang>`, the criterion a learning-rate search uses)."""
+    (valid split: `valid_ppl_<phase>/<lang>`, the criterion a learning-rate search uses).
+    The untouched model's ("before") come from the sweep's shared cache when it has them."""
     module = job.module
     module.phase = phase
-    job.evaluator.test(module, datamodule=job.dm, verbose=False)
-    job.evaluator.validate(module, datamodule=job.dm, verbose=False)
+    share = (phase == "before" and job.cfg.eval.get("share_before", True)
+             and job.evaluator.world_size == 1 and not quantized(job.cfg))
+    if share:
+        key = before_cache.meta(job.cfg, module, job.dm)
+        path = before_cache.path_for(job.cfg, key)
+        cached = before_cache.load(path, key)
+        job.metrics["before_cache_hit"] = cached is not None
+    if share and cached is not None:
+        module.results.update(cached["test"])
+        module.last_val = dict(cached["valid"])
+        if module.logger is not None:
+            module.logger.log_metrics(cached["test"], step=0)
+    else:
+        job.evaluator.test(module, datamodule=job.dm, verbose=False)
+        job.evaluator.validate(module, datamodule=job.dm, verbose=False)
+        if share:
+            before_cache.save(path, key, {k: v for k, v in module.results.items()
+                                          if k.startswith(f"ppl_{phase}/")}, module.last_val)
     for lang, v in module.last_val.items():
         name = "target" if lang == job.cfg.lang.code else lang
         job.metrics[f"valid_ppl_{phase}/{name}"] = v

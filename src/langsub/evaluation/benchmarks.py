@@ -113,6 +113,9 @@ def _hub_problems(needed) -> list[str]:
 def config_problems(cfg) -> list[str]:
     """One line per bad `eval.lm_eval` value; task names checked against lm-eval's index."""
     ecfg, tasks = (cfg.get("eval") or {}).get("lm_eval") or {}, tasks_of(cfg)
+    share = (cfg.get("eval") or {}).get("share_before", True)
+    if not isinstance(share, bool):
+        return [f"eval.share_before={share!r}: allowed is true or false"]
     if not tasks and not ecfg.get("suite"):
         return []
     try:

@@ -14,6 +14,12 @@ from langsub.io import atomic_write, atomic_write_text, file_digest
 _PRECISION_ALIASES = {"32": "32-true", "16": "16-mixed", "bf16": "bf16-mixed", "64": "64-true"}
 
 
+def trainer_precision(cfg: DictConfig) -> str:
+    """The trainer precision under one spelling ("bf16" and "bf16-mixed" are the same)."""
+    precision = str(cfg.trainer.get("precision", "32-true"))
+    return _PRECISION_ALIASES.get(precision, precision)
+
+
 def model_identity(model, tokenizer, cfg_model: DictConfig) -> dict:
     """What makes statistics reusable: weights (files, hub revision, dtype they are loaded in)
     and tokenizer (hashes of small files, else sizes)."""
@@ -39,9 +45,8 @@ def stats_meta(cfg: DictConfig, model, tokenizer, dm) -> dict:
     an activation near 0 depends on it), the corpus (a hub source's revision included) and
     the identification budget."""
     corpus = {lang: dm.corpus_identity(lang) for lang in dm.langs}
-    precision = str(cfg.trainer.get("precision", "32-true"))
     meta = {"model": model_identity(model, tokenizer, cfg.model),
-            "precision": _PRECISION_ALIASES.get(precision, precision), "corpus": corpus,
+            "precision": trainer_precision(cfg), "corpus": corpus,
             "langs": list(dm.langs), "ident_max_tokens": dm.ident_max_tokens,
             "block_size": dm.block_size, "version": 2}
     fmt = getattr(dm, "fmt", None)

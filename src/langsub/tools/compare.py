@@ -30,9 +30,10 @@ def check(methods, lr_factors, seeds, max_general_rise) -> None:
             out.append(f"hydra.sweeper.{key}={list(v or [])}: allowed is a non-empty list")
     if any(not isinstance(f, (int, float)) or f <= 0 for f in lr_factors or []):
         out.append(f"hydra.sweeper.lr_factors={list(lr_factors)}: allowed are numbers > 0")
-    if lr_factors and (min(lr_factors) > 0.1 + 1e-9 or max(lr_factors) < 10 - 1e-9):
+    if lr_factors and (min(lr_factors) > 0.3165 or max(lr_factors) < 3.16 - 1e-9):
         out.append(f"hydra.sweeper.lr_factors={list(lr_factors)}: a fair grid spans at least "
-                   "10x either side of each default (min <= 0.1, max >= 10)")
+                   "a decade around each default (min <= 0.316, max >= 3.16; the default "
+                   "grid: 0.1 ... 10)")
     if not isinstance(max_general_rise, (int, float)) or max_general_rise < 0:
         out.append(f"hydra.sweeper.max_general_rise={max_general_rise!r}: allowed is a number >= 0")
     if out:
