@@ -64,6 +64,28 @@ def test_packing_masks_padding(embedded, tmp_path):
     assert (full["labels"][full["attention_mask"] == 1] != -100).all()
 
 
+def test_packed_blocks_are_cached_on_disk_across_runs(embedded, tmp_path):
+    """A second run (a new process: new Dataset objects) reads the packed blocks from the
+    cache that the first wrote; another block size or separator packs anew."""
+    from langsub.data.corpus import SequenceFormat, load_texts
+
+    _, tok = embedded
+    path = CORPUS / "af.jsonl"
+    first = pack(load_texts(path, "test", str(tmp_path)), tok, block_size=64)
+    files = {f["filename"] for f in first.cache_files}
+    assert files and all(str(tmp_path) in f for f in files)
+    stamps = {f: (tmp_path / f).stat().st_mtime_ns for f in files}
+    again = pack(load_texts(path, "test", str(tmp_path)), tok, block_size=64)
+    assert {f["filename"] for f in again.cache_files} == files
+    assert {f: (tmp_path / f).stat().st_mtime_ns for f in files} == stamps  # not rewritten
+    assert torch.equal(first[:]["input_ids"], again[:]["input_ids"])
+    other = pack(load_texts(path, "test", str(tmp_path)), tok, block_size=32)
+    sep = pack(load_texts(path, "test", str(tmp_path)), tok, block_size=64,
+               fmt=SequenceFormat(None, (tok.eos_token_id, tok.eos_token_id)))
+    for ds in (other, sep):
+        assert not {f["filename"] for f in ds.cache_files} & files
+
+
 def test_datamodule_deterministic_and_errors(embedded, tmp_path):
     _, tok = embedded
     dm = LangDataModule(str(CORPUS), ["af", "en"], "af", tok, block_size=64,

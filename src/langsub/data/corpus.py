@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +78,35 @@ def sequence_format(tokenizer, add_bos="auto", separator=None) -> SequenceFormat
     return SequenceFormat(tokenizer.bos_token_id if bos else None, tuple(sep))
 
 
+_TOKENIZER_DIGESTS: dict[int, str | None] = {}
+
+
+def tokenizer_digest(tokenizer) -> str | None:
+    """A digest of everything a fast tokenizer does (its serialized pipeline: vocabulary,
+    merges, normalizer, added tokens), computed once per tokenizer object; None for a slow
+    tokenizer (nothing cheap identifies it)."""
+    key = id(tokenizer)
+    if key not in _TOKENIZER_DIGESTS:
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        _TOKENIZER_DIGESTS[key] = None if backend is None else hashlib.sha256(
+            backend.to_str().encode()).hexdigest()[:16]
+    return _TOKENIZER_DIGESTS[key]
+
+
+def _fingerprints(ds, tokenizer, fmt, pad, block_size) -> tuple[str | None, str | None]:
+    """The cache fingerprints of the tokenize and pack steps, given explicitly: `datasets`
+    would otherwise hash the closures, tokenizer included (seconds for a 262K vocabulary, or
+    a random hash and no cache at all)."""
+    digest, parent = tokenizer_digest(tokenizer), getattr(ds, "_fingerprint", None)
+    if digest is None or parent is None:
+        return None, None
+    tok = hashlib.sha256(json.dumps(["tokenize/1", parent, digest, list(fmt.separator)])
+                         .encode()).hexdigest()[:16]
+    packed = hashlib.sha256(json.dumps(["pack/1", tok, fmt.bos, pad, block_size])
+                            .encode()).hexdigest()[:16]
+    return tok, packed
+
+
 def pack(ds: datasets.Dataset, tokenizer, block_size: int, max_tokens: int | None = None,
          num_proc: int | None = None, fmt: SequenceFormat | None = None) -> datasets.Dataset:
     """Tokenize, join documents with the separator (EOS by default) and cut into blocks of
@@ -113,10 +143,12 @@ def pack(ds: datasets.Dataset, tokenizer, block_size: int, max_tokens: int | Non
                                  np.where(real, tokens, -100)], 1)
         return {"input_ids": inp, "attention_mask": mask, "labels": labels}
 
+    fp_tok, fp_pack = _fingerprints(ds, tokenizer, fmt, pad, block_size)
     ds = ds.map(tok, batched=True, remove_columns=ds.column_names, num_proc=num_proc,
-                desc="tokenize")
+                desc="tokenize", new_fingerprint=fp_tok)
     # one group over the whole split: a single trailing partial block per language
-    ds = ds.map(group, batched=True, batch_size=None, remove_columns=["ids"], desc="pack")
+    ds = ds.map(group, batched=True, batch_size=None, remove_columns=["ids"], desc="pack",
+                new_fingerprint=fp_pack)
     if max_tokens is not None:
         ds = ds.select(range(min(len(ds), -(-int(max_tokens) // block_size))))
     return ds.with_format("torch")
