@@ -50,6 +50,40 @@ def test_unknown_language_is_refused_before_loading():
     assert config_problems(cfg) == []
 
 
+def test_a_language_without_prompts_is_refused_before_loading(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for lang in ("af", "en"):  # every test sentence shorter than a prompt needs
+        rows = [{"text": f"kort {i}", "split": s} for i in range(40) for s in ("train", "valid", "test")]
+        (corpus / f"{lang}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = subprocess.run([sys.executable, "train.py", "debug=fast", "analysis=[fidelity]",
+                        f"data.corpus_dir={corpus}", "data.langs=[af,en]", "general=[en]",
+                        "data.block_size=8", "data.eval_langs=[af,en]",
+                        f"paths.cache_dir={tmp_path}/cache", f"hydra.run.dir={tmp_path}/run"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "analysis=fidelity with lang=af: its test split has no sentence of 6 words" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "run/metrics.json").exists()
+
+
+def test_the_report_tabulates_fidelity_per_method(tmp_path):
+    from langsub.tools import fidelity as view
+
+    def run(method, seed, before, after, nl_after):
+        return {"method": method, "lang": "af", "lr": 1e-4, "seed": seed,
+                "fidelity_before/target_share": before, "fidelity_after/target_share": after,
+                "fidelity_before/top_other": "nl", "fidelity_after/top_other": "nl",
+                "fidelity_before/share/nl": 1 - before, "fidelity_after/share/nl": nl_after}
+
+    runs = [run("lape", 0, 0.2, 0.6, 0.4), run("lape", 1, 0.2, 0.8, 0.2), run("lora", 0, 0.2, 0.3, 0.7)]
+    spec = {"chosen": {"lape": {"lr": 1e-4}, "lora": {"lr": 1e-4}}}
+    md = view.table(runs, spec)
+    assert "| method | runs | af before | af after | nl before | nl after |" in md
+    assert "| lape | 2 | 20 | 70 ± 14 | 80 | 30 ± 14 |" in md
+    assert "| lora | 1 | 20 | 30 | 80 | 70 |" in md
+    assert [m["seed"] for m in view.one_per_method(runs, spec)] == [0, 0]
+
+
 def test_fidelity_in_the_main_job(tmp_path):
     run = tmp_path / "run"
     r = subprocess.run([sys.executable, "train.py", "debug=fast", "analysis=[fidelity]",

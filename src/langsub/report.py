@@ -11,7 +11,7 @@ from pathlib import Path
 
 from langsub.errors import ConfigError
 from langsub.io import atomic_write_text
-from langsub.tools import capacity, compare, forgetting, paired_bars, paper_table, pct
+from langsub.tools import capacity, compare, fidelity, forgetting, paired_bars, paper_table, pct
 
 
 def load_runs(root: Path) -> list[dict]:
@@ -103,6 +103,9 @@ def main(argv=None) -> None:
         body += (f"## Fair comparison\n\n{compare.table(runs, spec)}\n\n"
                  f"![grid](pareto.png)\n\n### Every grid point\n\n"
                  f"{compare.grid_table(runs, spec)}\n\n## Every run\n\n")
+    if fidelity.present(runs):  # analysis=[fidelity]: which language the model writes
+        body += (f"## Language fidelity\n\n{fidelity.table(runs, spec)}\n\n"
+                 f"{fidelity.examples(a.root, fidelity.one_per_method(runs, spec))}\n")
     if capacity.varies_both(runs):  # a rho x train.max_tokens sweep
         capacity.figure(runs, a.root / "capacity.png")
         body += (f"## Capacity × data\n\n{capacity.table(runs)}\n\n"

@@ -102,6 +102,10 @@ def setup(cfg: DictConfig) -> Job:
     dm = build_datamodule(cfg, tok)
     if dm.hub is None:  # a local corpus: short data fails here, before the model loads
         dm.check_blocks()  # (a hub stream's budget needs the world size: checked below)
+        if "fidelity" in {a.name for a in wanted(cfg.get("analysis"))}:
+            from langsub.analysis.fidelity import test_prompts
+
+            test_prompts(cfg, dm)  # a target without prompts: one line, before loading
     L.seed_everything(cfg.seed, workers=True)
     model, tok = load_model(cfg.model, tok, on_cpu=cfg.trainer.get("accelerator") == "cpu")
     method = build_method(OmegaConf.to_container(cfg.method, resolve=True))

@@ -74,6 +74,21 @@ def prompts(texts: list[str], lang: str, n: int, min_words: int = 6) -> list[str
     return out
 
 
+def test_prompts(cfg, dm) -> list[str]:
+    """The target's prompts (held-out test sentences, first halves), read before any model
+    loads; a language whose test split has no sentence long enough is refused in one line."""
+    from langsub.data.corpus import load_texts
+    from langsub.errors import CorpusError
+
+    target, n = cfg.lang.code, int((cfg.get("fidelity") or {}).get("prompts", 20))
+    rows = load_texts(dm.corpus_path(target), "test", cfg.paths.cache_dir, cfg.seed)
+    out = prompts(list(rows["text"]), target, n)
+    if not out:
+        raise CorpusError(f"analysis=fidelity with lang={target}: its test split has no sentence "
+                          f"of 6 words or more to cut into a prompt ({len(rows)} rows)")
+    return out
+
+
 @torch.no_grad()
 def continue_greedy(model, tok, texts: list[str], max_new_tokens: int, bos: bool,
                     batch_size: int = 8) -> list[str]:
@@ -121,12 +136,9 @@ class Fidelity(Analysis):
     needs_after = True
 
     def _measure(self, ctx, model, phase: str) -> dict:
-        from langsub.data.corpus import load_texts
-
         cfg, target = ctx.cfg, ctx.target
         f = cfg.get("fidelity") or {}
-        rows = load_texts(ctx.dm.corpus_path(target), "test", cfg.paths.cache_dir, cfg.seed)
-        ps = prompts(list(rows["text"]), target, int(f.get("prompts", 20)))
+        ps = test_prompts(cfg, ctx.dm)
         fmt = ctx.dm.fmt
         was_training = model.training
         model.eval()

@@ -1,5 +1,6 @@
 """Tools beside the main job: the dry run (memory plan, no weights), the profiler, the
-report's views (fair comparison, capacity x data, forgetting, the paper's Table 2)."""
+report's views (fair comparison, capacity x data, forgetting, language fidelity, the
+paper's Table 2)."""
 
 
 def pct(after: float, before: float) -> float:
