@@ -30,6 +30,7 @@ from langsub.model.load import load_model, load_tokenizer
 from langsub.model.sources import describe as describe_source
 from langsub.neurons.identify import Identification, identify
 from langsub.neurons.masks import write_neurons_json
+from langsub.neurons.scorers import selection_of
 from langsub.training.checkpoints import load_trainable
 from langsub.training.launch import ddp_safe_job
 from langsub.training.module import CausalLMModule
@@ -313,7 +314,7 @@ def delta_header(job: Job) -> dict | None:
     base = describe_source(m)
     return delta_metadata(job.module.model, job.delta, base_model=base, lang=cfg.lang.code,
                           method=job.method.name, rho=job.ident.rho_used if job.ident else None,
-                          selection=cfg.get("selection", "lape"), alpha=cfg.get("alpha"),
+                          selection=selection_of(cfg)["name"], alpha=cfg.get("alpha"),
                           neurons=int(sum(len(t) for t in job.trained_mask)),
                           components=list(cfg.method.get("components") or []),
                           quantize=m.get("quantize"))
@@ -326,8 +327,8 @@ def collect_metrics(job: Job) -> dict:
     trained = job.trained_mask
     m = {"method": job.method.name, "lang": target, "lr": cfg.train.lr, "rho": cfg.rho,
          "rho_used": ident.rho_used if ident else None, "threshold": cfg.threshold,
-         "selection": cfg.get("selection", "lape"), "alpha": cfg.get("alpha"),
-         "seed": cfg.seed, "base_model": describe_source(cfg.model),
+         "selection": selection_of(cfg)["name"], "selection_match": selection_of(cfg).get("match"),
+         "alpha": cfg.get("alpha"), "seed": cfg.seed, "base_model": describe_source(cfg.model),
          "neurons": int(sum(len(t) for t in trained)) if trained is not None else None,
          "neurons_from": job.method.source(target) if trained is not None else None,
          "trainable_fraction": job.metrics["trainable_params"] / job.total_params,
@@ -356,8 +357,8 @@ def write_outputs(job: Job) -> dict:
         return metrics
     if job.ident is not None:
         meta = {"rho": cfg.rho, "rho_used": job.ident.rho_used, "threshold": cfg.threshold,
-                "selection": cfg.get("selection", "lape"), "alpha": cfg.get("alpha"),
-                "scope": cfg.scope, "method": job.method.name,
+                "selection": selection_of(cfg)["name"], "alpha": cfg.get("alpha"),
+                "selection_match": selection_of(cfg).get("match"), "scope": cfg.scope, "method": job.method.name,
                 "neurons_from": metrics["neurons_from"]}
         write_neurons_json(out_dir / "neurons.json", job.ident.masks, cfg.lang.code,
                            job.trained_mask, meta)

@@ -73,6 +73,7 @@ def stability(cfg: DictConfig) -> dict:
     from langsub.io import atomic_write_text
     from langsub.model.load import load_model, load_tokenizer
     from langsub.neurons.identify import gather_stats, select
+    from langsub.neurons.scorers import build_scorer, selection_of
     from langsub.neurons.stability import jaccard, size
     from langsub.run import build_datamodule
     from langsub.training.module import CausalLMModule
@@ -83,14 +84,18 @@ def stability(cfg: DictConfig) -> dict:
     if problems:
         raise ConfigError("\n".join(problems))
     fractions, seeds = [float(f) for f in cfg.stability.fractions], seeds_of(cfg.stability.seeds)
-    if cfg.rho == "auto" and cfg.get("selection", "lape") != "significance":
+    if selection_of(cfg).get("match"):
+        raise ConfigError("selection.match: stability compares one scorer's own selections; "
+                          "leave it null")
+    if cfg.rho == "auto" and build_scorer(cfg).fixed_size:
         raise ConfigError("rho=auto: stability compares fixed-size selections; give a number")
     tok = load_tokenizer(cfg.model)
     dm = build_datamodule(cfg, tok)
     dm.check_blocks()
     model, tok = load_model(cfg.model, tok)
     module = CausalLMModule(model, dm.eval_langs)
-    over_zero, n_tokens, _ = gather_stats(cfg, module, dm)
+    statistic = build_scorer(cfg).statistic
+    over_zero, n_tokens, _ = gather_stats(cfg, module, dm, statistic=statistic)
     masks = lambda oz, n: dict(zip(dm.langs, select(cfg, oz, n, 0, model)[0]))  # noqa: E731
     full = masks(over_zero, n_tokens)
     out = {"fractions": fractions, "seeds": seeds, "langs": list(dm.langs),
@@ -102,7 +107,7 @@ def stability(cfg: DictConfig) -> dict:
         runs = []
         for s in seeds:
             oz, n, _ = (over_zero, n_tokens, True) if f >= 1.0 else \
-                gather_stats(cfg, module, dm, subsample=(f, s))
+                gather_stats(cfg, module, dm, subsample=(f, s), statistic=statistic)
             runs.append((masks(oz, n), n))
         for k, l in enumerate(dm.langs):
             out["tokens"][l].append(int(runs[0][1][k]))

@@ -61,7 +61,7 @@ def _langs(min_len=1):
 
 RULES = {
     "seed": _int(0), "threshold": _num(0, 1, True, True), "scope": _choice("global", "layer"),
-    "selection": _choice("lape", "significance"), "alpha": _num(0, 1, True, True),
+    "alpha": _num(0, 1, True, True),
     "objective": _choice("target", "target_and_general"),
     "general": _langs(1), "analysis_eval_tokens": _int(1), "resume": _bool(),
     "dry_run": _bool(), "export": _bool(), "debug_errors": _bool(),
@@ -355,6 +355,9 @@ def check_config(cfg: DictConfig) -> None:
     problems += method_problems + _data_problems(cfg, method) + _budget_problems(cfg)
     problems += _trainer_problems(cfg) + _recipe_problems(cfg) + _recipe_langs_problems(cfg)
     problems += config_problems(cfg)
+    from langsub.neurons.scorers import config_problems as selection_problems
+
+    problems += selection_problems(cfg)
     from langsub.analysis.fidelity import config_problems as fidelity_problems
 
     problems += fidelity_problems(cfg)

@@ -11,12 +11,11 @@ from omegaconf import DictConfig
 from langsub.errors import MaskError
 from langsub.io import fingerprint
 from langsub.model.ffn import find_ffns
-from langsub.model.quantize import logical_numel
-from langsub.neurons import lape
 from langsub.neurons.cache import load_stats, save_stats, stats_meta
 from langsub.neurons.counting import ActivationStats
 from langsub.neurons.masks import load_activation_stats, load_neurons
-from langsub.neurons.significance import select_significant
+from langsub.neurons.passes import ScoreStats
+from langsub.neurons.scorers import Stats, build_scorer, selection_of
 from langsub.training.trainers import make_trainer
 
 
@@ -31,12 +30,14 @@ class Identification:
     n_tokens: torch.Tensor | None = None
 
 
-def gather_stats(cfg: DictConfig, module, dm, subsample: tuple[float, int] | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """over_zero [L,N,K], n_tokens [K] and whether they came from the cache. `subsample`
-    (fraction, seed): over that random share of each language's identification blocks
-    (`langsub.stability`), cached under its own key."""
+def gather_stats(cfg: DictConfig, module, dm, subsample: tuple[float, int] | None = None,
+                 statistic: str = "counts") -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """sums [L,N,K] of `statistic` (counts: LAPE's over_zero), n_tokens [K] and whether they
+    came from the cache. `subsample` (fraction, seed): over that random share of each
+    language's identification blocks (`langsub.stability`), cached under its own key."""
     meta = stats_meta(cfg, module.model, dm.tokenizer, dm)
+    if statistic != "counts":  # the counts keep the key they always had
+        meta["statistic"] = statistic
     if subsample is not None:
         meta["subsample"] = {"fraction": subsample[0], "seed": subsample[1]}
     path = Path(cfg.paths.cache_dir) / "stats" / fingerprint(meta)
@@ -46,27 +47,17 @@ def gather_stats(cfg: DictConfig, module, dm, subsample: tuple[float, int] | Non
         hit = module.trainer.strategy.reduce_boolean_decision(hit, all=True)  # it meanwhile)
     if hit:
         return cached[0], cached[1], True
-    cb = ActivationStats(len(dm.langs))
+    cb = ActivationStats(len(dm.langs)) if statistic == "counts" else \
+        ScoreStats(len(dm.langs), statistic)
     trainer = make_trainer(cfg.trainer, evaluation=True, callbacks=[cb], logger=False,
-                           enable_checkpointing=False, enable_model_summary=False)
+                           enable_checkpointing=False, enable_model_summary=False,
+                           inference_mode=statistic != "gradients")
     trainer.predict(module, dataloaders=dm.identification_dataloaders(subsample),
                     return_predictions=False)
+    sums = cb.over_zero if statistic == "counts" else cb.sums
     if trainer.is_global_zero:
-        save_stats(path, cb.over_zero, cb.n_tokens, meta)
-    return cb.over_zero, cb.n_tokens, False
-
-
-def choose_rho(cfg: DictConfig, over_zero, n_tokens, k: int, model) -> float:
-    """cfg.rho, or with rho=auto the smallest ρ giving language k its budget."""
-    if cfg.rho != "auto":
-        return float(cfg.rho)
-    b = cfg.auto_budget
-    per_neuron = 3 * find_ffns(model)[0].down.out_features
-    return lape.auto_rho(over_zero, n_tokens, k, min_fraction_params=b.get("min_fraction_params"),
-                         min_neurons=b.get("min_neurons"), threshold=cfg.threshold,
-                         params_per_neuron=per_neuron,
-                         total_params=sum(logical_numel(p) for p in model.parameters()),
-                         scope=cfg.scope)
+        save_stats(path, sums, cb.n_tokens, meta)
+    return sums, cb.n_tokens, False
 
 
 def _activation_files(files: list[str], langs: list[str], model):
@@ -92,20 +83,27 @@ def identify(cfg: DictConfig, module, dm, source: str) -> Identification:
             raise MaskError(f"neurons of {source}: {m.neurons} has no mask for it "
                             f"(has: {sorted(masks)}; set method.neurons_langs)")
         return Identification(masks)
-    if m.get("activation_files"):
-        over_zero, n_tokens = _activation_files(list(m.activation_files), dm.langs, model)
-        hit = None
-    else:
-        over_zero, n_tokens, hit = gather_stats(cfg, module, dm)
-    sel, rho = select(cfg, over_zero, n_tokens, dm.langs.index(source), model)
-    return Identification(dict(zip(dm.langs, sel)), hit, rho, over_zero, n_tokens)
+    scorer, match = build_scorer(cfg), selection_of(cfg).get("match")
+    k = dm.langs.index(source)
+
+    def stats_for(s):
+        if m.get("activation_files"):  # counts only (config_problems refuses the others)
+            return (*_activation_files(list(m.activation_files), dm.langs, model), None)
+        return gather_stats(cfg, module, dm, statistic=s.statistic)
+
+    sums, n_tokens, hit = stats_for(scorer)
+    stats = Stats(sums, n_tokens)
+    sel, rho = scorer.select(stats, k, model)
+    if match is not None:  # exactly the other scorer's count per language (and layer)
+        other = build_scorer(cfg, match)
+        o_sums, o_n, o_hit = stats_for(other) if other.statistic != scorer.statistic \
+            else (sums, n_tokens, hit)
+        like, rho = other.select(Stats(o_sums, o_n), k, model)
+        sel = scorer.matched(stats, like)
+        hit = None if hit is None or o_hit is None else hit and o_hit
+    return Identification(dict(zip(dm.langs, sel)), hit, rho, sums, n_tokens)
 
 
-def select(cfg: DictConfig, over_zero, n_tokens, k: int, model):
-    """(every language's mask, the rho used or None) by `cfg.selection`: LAPE's fixed share
-    (rho, or rho=auto meeting language k's budget), or the significance tests (alpha)."""
-    if cfg.get("selection", "lape") == "significance":  # the size follows the statistics
-        return select_significant(over_zero, n_tokens, alpha=cfg.alpha), None
-    rho = choose_rho(cfg, over_zero, n_tokens, k, model)
-    return lape.select_neurons(over_zero, n_tokens, rho=rho, threshold=cfg.threshold,
-                               scope=cfg.scope), rho
+def select(cfg: DictConfig, sums, n_tokens, k: int, model):
+    """(every language's mask, the rho used or None) by the scorer `cfg.selection` names."""
+    return build_scorer(cfg).select(Stats(sums, n_tokens), k, model)

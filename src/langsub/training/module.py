@@ -37,6 +37,7 @@ class CausalLMModule(L.LightningModule):
         super().__init__()
         self.model = model
         self.loss_chunk = loss_chunk  # positions per chunk of the loss (training/loss.py)
+        self.stats_backward = False   # a statistics pass that needs gradients (neurons/passes.py)
         self.eval_langs = list(eval_langs)
         self.val_langs = list(val_langs or eval_langs[:1])
         self.general = [l for l in general or [] if l in self.val_langs]
@@ -132,6 +133,13 @@ class CausalLMModule(L.LightningModule):
             metric.reset()
 
     def predict_step(self, batch, batch_idx, dataloader_idx=0):
+        """A statistics pass: the decoder's forward (the hooks read the FFNs); for a
+        gradient statistic (`stats_backward`) the LM loss and its backward as well."""
+        if self.stats_backward:
+            with torch.enable_grad():
+                nll, _ = token_nll(self.model, batch, self.loss_chunk)
+                nll.backward()
+            return
         decoder = self.model.get_decoder() if hasattr(self.model, "get_decoder") else self.model
         decoder(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
 
