@@ -122,18 +122,12 @@ def add_to_metrics(path: Path, res: dict) -> None:
 
 
 def main(argv=None) -> None:
-    from langsub.cli import fail
-    from langsub.errors import USER_ERRORS
+    from langsub.cli import fail, one_line
 
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0].startswith("-"):
         fail(__doc__.strip().splitlines()[2].strip() + "  (usage: RUN_DIR [key=value ...])")
-    try:
-        res = analyze(Path(argv[0]), argv[1:])
-    except USER_ERRORS as e:
-        if os.environ.get("LANGSUB_DEBUG"):
-            raise
-        fail(str(e).replace("\n", "\n       "))
+    res = one_line(analyze, Path(argv[0]), argv[1:])
     for k, v in res.items():
         print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")
     print(f"analyses written to {Path(argv[0]) / 'analysis'}")

@@ -50,17 +50,26 @@ def precheck(conf_dir: Path) -> None:
         fail("\n       ".join(problems))
 
 
+def one_line(fn, *args, also: tuple = (), debug: bool = False):
+    """`fn(*args)`, with every user error (and the exception types in `also`, e.g. Hydra's
+    for a malformed override: their first line) as one line on stderr and exit code 2 —
+    the one error path of every command. `debug` or LANGSUB_DEBUG=1: the traceback too."""
+    try:
+        return fn(*args)
+    except (*USER_ERRORS, *also) as e:
+        if debug or os.environ.get("LANGSUB_DEBUG"):
+            traceback.print_exc()
+        text = str(e).strip()
+        if not isinstance(e, USER_ERRORS):
+            text = text.splitlines()[0] if text else type(e).__name__
+        fail(text.replace("\n", "\n       "))
+
+
 def user_errors(fn):
-    """Turn user errors into one line on stderr and exit code 2; debug_errors=true or
-    LANGSUB_DEBUG=1 shows the traceback instead."""
+    """A Hydra task function with `one_line`'s error path (debug_errors=true: the traceback)."""
 
     @functools.wraps(fn)
     def wrapper(cfg, *a, **kw):
-        try:
-            return fn(cfg, *a, **kw)
-        except USER_ERRORS as e:
-            if cfg.get("debug_errors") or os.environ.get("LANGSUB_DEBUG"):
-                traceback.print_exc()
-            fail(str(e).replace("\n", "\n       "))
+        return one_line(fn, cfg, *a, **kw, debug=bool(cfg.get("debug_errors")))
 
     return wrapper

@@ -25,7 +25,6 @@ import argparse
 import hashlib
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import torch
@@ -33,12 +32,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from langsub import __version__
-from langsub.errors import CheckpointError, LangsubError
+from langsub.errors import CheckpointError
 from langsub.io import atomic_write
-from langsub.methods.precision import dtype_name
+from langsub.methods.precision import DTYPES, dtype_name
 from langsub.methods.sparse import add_delta_states, check_delta_state, frozen_weight
 
-DTYPES = ("float32", "bfloat16", "float16")
 FORMAT, FORMAT_VERSION = "langsub-neuron-delta", "1"
 HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+(:[\w./-]+)?$")
 
@@ -230,11 +228,9 @@ def main(argv=None) -> None:
     ap.add_argument("--push-to-hub", default=None, metavar="REPO",
                     help="upload the merged model to this hub repo")
     a = ap.parse_args(argv)
-    try:
-        export(a.base, Path(a.out), a.delta, a.dtype, a.push_to_hub)
-    except LangsubError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    from langsub.cli import one_line
+
+    one_line(export, a.base, Path(a.out), a.delta, a.dtype, a.push_to_hub)
 
 
 if __name__ == "__main__":

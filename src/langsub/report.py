@@ -88,40 +88,45 @@ def main(argv=None) -> None:
     ap.add_argument("--capacity", action="store_true",
                     help="the capacity x data view (automatic when the runs vary rho and tokens)")
     a = ap.parse_args(argv)
-    try:
-        runs = load_runs(a.root)
-        if a.capacity and capacity.problems(runs):
-            raise ConfigError(capacity.problems(runs)[0])
-    except ConfigError as e:
-        ap.exit(2, f"error: {e}\n")
+    from langsub.cli import one_line
+
+    one_line(write, a.root, a.capacity)
+
+
+def write(root: Path, capacity_view: bool = False) -> None:
+    """report.md, report.png, runs.jsonl and the views the runs below `root` call for."""
+    runs = load_runs(root)
+    if capacity_view and capacity.problems(runs):
+        raise ConfigError(capacity.problems(runs)[0])
     md = table(runs)
-    chart(runs, a.root / "report.png")
-    body = f"# langsub report: {a.root}\n\n"
-    spec = compare.read_spec(a.root)
+    chart(runs, root / "report.png")
+    views = []  # the sections the runs call for, then every run
+    spec = compare.read_spec(root)
     if spec is not None:  # experiment=compare: chosen rates, seeds, every grid point
-        compare.pareto_figure(runs, spec, a.root / "pareto.png")
-        body += (f"## Fair comparison\n\n{compare.table(runs, spec)}\n\n"
-                 f"![grid](pareto.png)\n\n### Every grid point\n\n"
-                 f"{compare.grid_table(runs, spec)}\n\n## Every run\n\n")
+        compare.pareto_figure(runs, spec, root / "pareto.png")
+        views.append(f"## Fair comparison\n\n{compare.table(runs, spec)}\n\n"
+                     f"![grid](pareto.png)\n\n### Every grid point\n\n"
+                     f"{compare.grid_table(runs, spec)}\n\n")
     if fidelity.present(runs):  # analysis=[fidelity]: which language the model writes
-        body += (f"## Language fidelity\n\n{fidelity.table(runs, spec)}\n\n"
-                 f"{fidelity.examples(a.root, fidelity.one_per_method(runs, spec))}\n")
+        views.append(f"## Language fidelity\n\n{fidelity.table(runs, spec)}\n\n"
+                     f"{fidelity.examples(root, fidelity.one_per_method(runs, spec))}\n")
     if capacity.varies_both(runs):  # a rho x train.max_tokens sweep
-        capacity.figure(runs, a.root / "capacity.png")
-        body += (f"## Capacity × data\n\n{capacity.table(runs)}\n\n"
-                 f"![capacity](capacity.png)\n\n## Every run\n\n")
+        capacity.figure(runs, root / "capacity.png")
+        views.append(f"## Capacity × data\n\n{capacity.table(runs)}\n\n"
+                     f"![capacity](capacity.png)\n\n")
     if forgetting.tracked(runs):  # data.track_blocks: general ppl over training
-        forgetting.figure(runs, a.root / "forgetting.png")
-        body += (f"## Forgetting over training\n\n{forgetting.table(runs)}\n\n"
-                 f"![forgetting](forgetting.png)\n\n## Every run\n\n")
+        forgetting.figure(runs, root / "forgetting.png")
+        views.append(f"## Forgetting over training\n\n{forgetting.table(runs)}\n\n"
+                     f"![forgetting](forgetting.png)\n\n")
     if paper_table.present(runs):  # eval=paper: the paper's Table 2
-        paper_table.figure(runs, a.root / "paper_table.png")
-        body += (f"## The paper's evaluation suite (Table 2)\n\n{paper_table.table(runs)}\n\n"
-                 f"![paper suite](paper_table.png)\n\n## Every run\n\n")
-    atomic_write_text(a.root / "report.md", body + f"{md}\n\n![perplexity change](report.png)\n")
-    atomic_write_text(a.root / "runs.jsonl", "".join(json.dumps(r) + "\n" for r in rows(runs)))
+        paper_table.figure(runs, root / "paper_table.png")
+        views.append(f"## The paper's evaluation suite (Table 2)\n\n{paper_table.table(runs)}"
+                     f"\n\n![paper suite](paper_table.png)\n\n")
+    body = f"# langsub report: {root}\n\n" + "".join(views) + ("## Every run\n\n" if views else "")
+    atomic_write_text(root / "report.md", body + f"{md}\n\n![perplexity change](report.png)\n")
+    atomic_write_text(root / "runs.jsonl", "".join(json.dumps(r) + "\n" for r in rows(runs)))
     print(body + md)
-    print(f"\nwritten: {a.root / 'report.md'}, {a.root / 'report.png'}, {a.root / 'runs.jsonl'}")
+    print(f"\nwritten: {root / 'report.md'}, {root / 'report.png'}, {root / 'runs.jsonl'}")
 
 
 if __name__ == "__main__":

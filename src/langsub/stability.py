@@ -132,21 +132,14 @@ def print_table(o: dict) -> None:
 
 
 def main(argv=None) -> None:
-    from langsub.cli import fail
-    from langsub.errors import USER_ERRORS
-
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from langsub.cli import one_line
+
     argv = sys.argv[1:] if argv is None else argv
-    try:
-        stability(compose_config(argv))
-    except (HydraException, OmegaConfBaseException) as e:  # a malformed or unknown override
-        fail(str(e).strip().splitlines()[0])
-    except USER_ERRORS as e:
-        if os.environ.get("LANGSUB_DEBUG"):
-            raise
-        fail(str(e).replace("\n", "\n       "))
+    # a malformed or unknown override is Hydra's or OmegaConf's error: its first line
+    one_line(lambda: stability(compose_config(argv)), also=(HydraException, OmegaConfBaseException))
 
 
 if __name__ == "__main__":

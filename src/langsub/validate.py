@@ -15,7 +15,7 @@ from langsub.errors import ConfigError, CorpusError, MaskError, UnsupportedModel
 from langsub.model.quantize import QUANTIZATIONS
 from langsub.model.ffn import find_ffns
 
-DTYPES = ("float32", "bfloat16", "float16")
+from langsub.methods.precision import DTYPES
 PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "16-mixed", "16-true", "64-true")
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+DTYPES = ("float32", "bfloat16", "float16")  # the weight dtypes a model loads and ships in
 HALF = (torch.float16, torch.bfloat16)
 AUTOCAST = ("bf16-mixed", "16-mixed")
 HALF_TRUE = ("bf16-true", "16-true")

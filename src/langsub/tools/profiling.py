@@ -28,9 +28,7 @@ from langsub.methods import build_method, count_params
 from langsub.io import atomic_write_text
 from langsub.neurons.counting import ActivationCounter
 from langsub.errors import ConfigError
-
-
-DTYPES = ("float32", "bfloat16", "float16")
+from langsub.methods.precision import DTYPES
 
 
 def _build(cls, cfg, dev: torch.device, dtype: str):
