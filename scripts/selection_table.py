@@ -19,7 +19,7 @@ from pathlib import Path
 from statistics import mean
 
 from langsub.io import atomic_write_text
-from langsub.tools import pct
+from langsub.report.charts import pct
 
 
 def runs(root: Path) -> dict[str, dict[str, dict]]:

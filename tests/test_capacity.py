@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from langsub.tools import capacity
+from langsub.report import capacity
 
 
 def _runs(tmp_path, rhos, tokens, seeds=(0,)):
@@ -65,7 +65,7 @@ def test_a_one_axis_sweep_given_to_the_capacity_view_is_one_line(tmp_path):
 
 
 def test_forgetting_marks_the_first_rise_of_general_perplexity():
-    from langsub.tools import forgetting
+    from langsub.report import forgetting
 
     curve = [{"step": 0, "tokens": 0, "af": 100, "general": 40.0},
              {"step": 2, "tokens": 100, "af": 90, "general": 40.3},

@@ -67,7 +67,7 @@ def test_a_language_without_prompts_is_refused_before_loading(tmp_path):
 
 
 def test_the_report_tabulates_fidelity_per_method(tmp_path):
-    from langsub.tools import fidelity as view
+    from langsub.report import fidelity as view
 
     def run(method, seed, before, after, nl_after):
         return {"method": method, "lang": "af", "lr": 1e-4, "seed": seed,

@@ -13,7 +13,7 @@ from hydra import compose, initialize_config_dir
 
 from conftest import ROOT
 from langsub.errors import ConfigError
-from langsub.tools import compare
+from langsub.report import compare
 from langsub.training.recipe import recipe
 from langsub.training.schedules import constant, warmup_cosine
 from langsub.validate import check_config

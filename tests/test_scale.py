@@ -7,7 +7,7 @@ from hydra import compose, initialize_config_dir
 
 from conftest import ROOT
 from langsub.model.load import meta_model
-from langsub.tools.dryrun import dry_run
+from langsub.training.dryrun import dry_run
 from langsub.model.ffn import find_ffns
 
 REAL = ["llama31_8b", "mistral_nemo", "qwen25_7b", "gemma2_9b", "aya_expanse_8b",
@@ -30,7 +30,7 @@ def test_real_configs_build_on_meta(name):
 
 
 def test_dry_run_plans_the_chunked_loss_for_a_262k_vocabulary():
-    from langsub.tools.dryrun import dry_run
+    from langsub.training.dryrun import dry_run
 
     out = dry_run(_cfg(["model=gemma3_12b", "method=lape", "dry_run=true"]), None)
     assert out["logits_unchunked_gb"] > 10 * out["logits_gb"]  # 5.4 GB of logits -> one chunk
@@ -93,7 +93,7 @@ def test_unsupported_families_refused():
 def test_memory_plan_by_hand():
     from types import SimpleNamespace
 
-    from langsub.tools.dryrun import activation_bytes, memory_plan
+    from langsub.training.dryrun import activation_bytes, memory_plan
 
     c = SimpleNamespace(hidden_size=8, intermediate_size=16, num_hidden_layers=2,
                         num_attention_heads=2, num_key_value_heads=1, vocab_size=10)

@@ -85,7 +85,7 @@ def run(cfg: DictConfig) -> dict:
     with ddp_safe_job():  # DDP ranks work inside a -m sweep too
         check_config(cfg)
         if cfg.get("dry_run"):
-            from langsub.tools.dryrun import dry_run
+            from langsub.training.dryrun import dry_run
             return dry_run(cfg, Path(cfg.paths.output_dir))
         done = resume_or_skip(cfg)  # a rerun sweep: finished jobs skipped, a stopped one resumed
         if done is not None:

@@ -1,1 +1,1 @@
-"""Hydra sweeper `hydra/sweeper=langsub_compare` (experiment=compare): see langsub.tools.compare."""
+"""Hydra sweeper `hydra/sweeper=langsub_compare` (experiment=compare): see langsub.report.compare."""

@@ -57,7 +57,7 @@ class CompareSweeper(Sweeper):
     def sweep(self, arguments: List[str]) -> Any:
         from langsub.cli import fail
         from langsub.errors import ConfigError
-        from langsub.tools import compare
+        from langsub.report import compare
 
         try:
             compare.check(self.methods, self.lr_factors, self.seeds, self.max_general_rise)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from statistics import mean
 
-from langsub.tools import paired_bars
+from langsub.report.charts import paired_bars
 
 PREFIX = "lm_eval_before/langsub_"
 # column: (task pattern with {x} the language code, metric)

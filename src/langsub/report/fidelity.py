@@ -11,7 +11,7 @@ import json
 import math
 from pathlib import Path
 
-from langsub.tools.compare import at_chosen, summary
+from langsub.report.compare import at_chosen, summary
 
 KEY = "fidelity_{}/target_share"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from langsub.errors import ConfigError
-from langsub.tools import pct
+from langsub.report.charts import pct
 
 
 def axes(runs: list[dict]) -> tuple[list, list]:

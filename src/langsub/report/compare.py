@@ -17,7 +17,7 @@ from pathlib import Path
 
 from langsub.errors import ConfigError
 from langsub.io import atomic_write_text
-from langsub.tools import pct
+from langsub.report.charts import pct
 
 TARGET, GENERAL = "valid_ppl_after/target", "valid_ppl_after/general"
 

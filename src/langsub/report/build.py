@@ -11,7 +11,8 @@ from pathlib import Path
 
 from langsub.errors import ConfigError
 from langsub.io import atomic_write_text
-from langsub.tools import capacity, compare, fidelity, forgetting, paired_bars, paper_table, pct
+from langsub.report import capacity, compare, fidelity, forgetting, paper_table  # noqa: I001
+from langsub.report.charts import paired_bars, pct
 
 
 def load_runs(root: Path) -> list[dict]:

@@ -1,0 +1,3 @@
+from langsub.report.build import main
+
+main()
