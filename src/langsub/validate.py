@@ -276,13 +276,6 @@ def _trainer_problems(cfg: DictConfig) -> list[str]:
     return out
 
 
-def _model_problems(cfg: DictConfig) -> list[str]:
-    """The model's source checks its own keys (model/sources.py)."""
-    from langsub.model.sources import source_problems
-
-    return source_problems(cfg.model)
-
-
 def _shape_problems(cfg: DictConfig) -> list[str]:
     """Build the model on the meta device (no weights): gated FFN? does the mask fit?"""
     from langsub.model.load import meta_model
@@ -341,10 +334,21 @@ def _recipe_problems(cfg: DictConfig) -> list[str]:
     return out
 
 
+# Stages that check their own keys: each module's `config_problems(cfg) -> list[str]`
+# (a new stage with keys of its own adds its module here, not its rules to this file).
+STAGE_CHECKS = ("langsub.evaluation.benchmarks", "langsub.neurons.scorers",
+                "langsub.analysis.fidelity", "langsub.model.sources")
+
+
+def _stage_problems(cfg: DictConfig) -> list[str]:
+    import importlib
+
+    return [p for name in STAGE_CHECKS for p in importlib.import_module(name).config_problems(cfg)]
+
+
 def check_config(cfg: DictConfig) -> None:
     """Raise ConfigError listing every problem of `cfg`; cheap, loads no weights."""
     from langsub.analysis import wanted
-    from langsub.evaluation.benchmarks import config_problems
 
     problems = _rule_problems(cfg) + _rho_problems(cfg)
     try:
@@ -354,14 +358,7 @@ def check_config(cfg: DictConfig) -> None:
     method_problems, method = _method_problems(cfg)
     problems += method_problems + _data_problems(cfg, method) + _budget_problems(cfg)
     problems += _trainer_problems(cfg) + _recipe_problems(cfg) + _recipe_langs_problems(cfg)
-    problems += config_problems(cfg)
-    from langsub.neurons.scorers import config_problems as selection_problems
-
-    problems += selection_problems(cfg)
-    from langsub.analysis.fidelity import config_problems as fidelity_problems
-
-    problems += fidelity_problems(cfg)
-    problems += _model_problems(cfg)
+    problems += _stage_problems(cfg)
     if not problems:  # only when the cheap checks pass: this one reads the model config
         problems += _shape_problems(cfg)
     if problems:

@@ -246,6 +246,11 @@ def source_of(m: DictConfig) -> Source:
     return next((s for s in SOURCES[:-1] if m.get(s.key)), SOURCES[-1])
 
 
+def config_problems(cfg: DictConfig) -> list[str]:
+    """The model's source keys (`model.*`), checked before anything loads."""
+    return source_problems(cfg.model)
+
+
 def source_problems(m: DictConfig) -> list[str]:
     """One line per problem of the model's source keys (no weights load; a GGUF's header is
     read and a package's GGUF assembled)."""
