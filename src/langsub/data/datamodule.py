@@ -68,7 +68,7 @@ class LangDataModule(L.LightningDataModule):
     def __init__(self, corpus_dir: str | None, langs: list[str], target: str, tokenizer=None,
                  block_size: int = 128, batch_size: int = 16, eval_batch_size: int = 32,
                  eval_langs: list[str] | None = None, ident_max_tokens: int | None = None,
-                 train_max_tokens: int | None = None, eval_max_tokens: int | None = None,
+                 eval_max_tokens: int | None = None,
                  cache_dir: str = ".cache", num_workers: int = 0, seed: int = 0,
                  source: dict | None = None, eval_source: dict | None = None,
                  lang_dir: str | None = None, train_budget_tokens: int | None = None,
@@ -86,7 +86,7 @@ class LangDataModule(L.LightningDataModule):
         self.fmt = fmt  # BOS and document separator as the model was trained (corpus.py)
         self.tokenizer, self.block_size = tokenizer, block_size
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.ident_max_tokens, self.train_max_tokens = ident_max_tokens, train_max_tokens
+        self.ident_max_tokens = ident_max_tokens
         self.eval_max_tokens, self.train_budget_tokens = eval_max_tokens, train_budget_tokens
         self.cache_dir, self.num_workers, self.seed = cache_dir, num_workers, seed
         self.hub = None
@@ -135,7 +135,7 @@ class LangDataModule(L.LightningDataModule):
         try:
             for lang in self.langs:
                 self.blocks(lang, "train", self.ident_max_tokens)
-            self.blocks(self.target, "train", self.train_max_tokens)
+            self.blocks(self.target, "train")  # the whole split: the step budget stops training
             for lang in dict.fromkeys(self.val_langs + self.track_langs):
                 self.blocks(lang, "valid", self.eval_max_tokens)
             for lang in self.eval_langs:
@@ -174,7 +174,7 @@ class LangDataModule(L.LightningDataModule):
     def train_dataloader(self) -> StatefulDataLoader:
         """Shuffled target blocks; stateful, so a checkpoint records the position in the epoch
         and a resumed run continues with the next unseen batch (Lightning saves the state)."""
-        ds = self.blocks(self.target, "train", self.train_max_tokens)
+        ds = self.blocks(self.target, "train")
         return StatefulDataLoader(ds, batch_size=self.batch_size,
                                   sampler=EpochRandomSampler(ds, self.seed),
                                   num_workers=self.num_workers,  # workers' seeds: not global RNG
