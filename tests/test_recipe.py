@@ -123,6 +123,21 @@ def test_compare_refuses_empty_grids(kw, line):
         compare.check(**args)
 
 
+def test_the_table_states_spread_wall_time_and_peak_memory():
+    def run(seed, target, general, seconds, rss):
+        return {"method": "lape", "lr": 1e-4, "seed": seed, "ppl_before/target": 100.0,
+                "ppl_after/target": target, "ppl_before/general": 50.0, "ppl_after/general": general,
+                "train_seconds": seconds, "peak_rss_gb": rss}
+
+    runs = [run(0, 90.0, 50.0, 100, 3.1), run(1, 80.0, 50.5, 120, 3.3)]
+    spec = {"rule": "r", "lr_factors": [0.316, 1, 3.16], "seeds": [0, 1],
+            "chosen": {"lape": {"lr": 1e-4, "met_rule": True}}}
+    md = compare.table(runs, spec)
+    assert "| train s | peak GB |" in md
+    assert "| lape | 0.0001 | yes | 2 | -15.00 ± 7.07 | -10.00, -20.00 | +0.50 ± 0.71 | " \
+           "+0.00, +1.00 | 110 | 3.30 |" in md
+
+
 def test_grid_spans_the_default():
     assert compare.grid(1e-3, [0.1, 0.316, 1, 3.16, 10]) == [1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2]
 

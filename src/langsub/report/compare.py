@@ -86,12 +86,25 @@ def at_chosen(runs: list[dict], method: str, lr: float) -> list[dict]:
                   key=lambda m: m["seed"])
 
 
+def _mean_of(runs: list[dict], key: str, fmt: str) -> str:
+    vals = [m[key] for m in runs if isinstance(m.get(key), (int, float))]
+    return format(sum(vals) / len(vals), fmt) if vals else "–"
+
+
+def _peak(runs: list[dict]) -> str:
+    """The largest peak memory of the runs (GPU allocated, else the CPU process's RSS)."""
+    vals = [m.get("peak_gpu_memory_gb") or m.get("peak_rss_gb") for m in runs]
+    vals = [v for v in vals if isinstance(v, (int, float))]
+    return f"{max(vals):.2f}" if vals else "–"
+
+
 def table(runs: list[dict], spec: dict) -> str:
     """Per method: chosen lr, mean ± std over seeds and each seed's value (test split)."""
     lines = [f"Rule: {spec['rule']} (validation split); grid: default x "
              f"{', '.join(f'{f:g}' for f in spec['lr_factors'])}; seeds {spec['seeds']}.", "",
              "| method | chosen lr | met rule | seeds | target ppl Δ % (mean ± std) | per seed "
-             "| general ppl Δ % (mean ± std) | per seed |", "|---|---|---|---|---|---|---|---|"]
+             "| general ppl Δ % (mean ± std) | per seed | train s | peak GB |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for method, c in spec["chosen"].items():
         rs = at_chosen(runs, method, c["lr"])
         if not rs:
@@ -101,7 +114,8 @@ def table(runs: list[dict], spec: dict) -> str:
         (tm, ts), (gm, gs) = summary(t), summary(g)
         lines.append(f"| {method} | {c['lr']:g} | {'yes' if c['met_rule'] else 'no'} | "
                      f"{len(rs)} | {tm:+.2f} ± {ts:.2f} | {', '.join(f'{v:+.2f}' for v in t)} | "
-                     f"{gm:+.2f} ± {gs:.2f} | {', '.join(f'{v:+.2f}' for v in g)} |")
+                     f"{gm:+.2f} ± {gs:.2f} | {', '.join(f'{v:+.2f}' for v in g)} | "
+                     f"{_mean_of(rs, 'train_seconds', '.0f')} | {_peak(rs)} |")
     return "\n".join(lines)
 
 
