@@ -21,14 +21,14 @@ def present(runs: list[dict]) -> bool:
 
 
 def _others(runs: list[dict]) -> list[str]:
-    """The other languages worth a column: each run's most frequent one, before and after."""
+    """The other languages worth a column: the three most often most frequent, before or after."""
     seen = {}
     for m in runs:
         for phase in ("before", "after"):
             lang = m.get(f"fidelity_{phase}/top_other")
             if lang:
                 seen[lang] = seen.get(lang, 0) + 1
-    return [l for l, _ in sorted(seen.items(), key=lambda kv: -kv[1])[:2]]
+    return [l for l, _ in sorted(seen.items(), key=lambda kv: -kv[1])[:3]]
 
 
 def _cell(values: list[float]) -> str:
