@@ -358,7 +358,8 @@ def write_outputs(job: Job) -> dict:
     if job.ident is not None:
         meta = {"rho": cfg.rho, "rho_used": job.ident.rho_used, "threshold": cfg.threshold,
                 "selection": selection_of(cfg)["name"], "alpha": cfg.get("alpha"),
-                "selection_match": selection_of(cfg).get("match"), "scope": cfg.scope, "method": job.method.name,
+                "selection_match": selection_of(cfg).get("match"), "scope": cfg.scope,
+                "method": job.method.name,
                 "neurons_from": metrics["neurons_from"]}
         write_neurons_json(out_dir / "neurons.json", job.ident.masks, cfg.lang.code,
                            job.trained_mask, meta)

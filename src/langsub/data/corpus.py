@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import datasets
 import numpy as np
 
 from langsub.errors import CorpusError
+from langsub.io import fingerprint
 
 SPLITS = ("train", "valid", "test")
 
@@ -100,11 +100,8 @@ def _fingerprints(ds, tokenizer, fmt, pad, block_size) -> tuple[str | None, str 
     digest, parent = tokenizer_digest(tokenizer), getattr(ds, "_fingerprint", None)
     if digest is None or parent is None:
         return None, None
-    tok = hashlib.sha256(json.dumps(["tokenize/1", parent, digest, list(fmt.separator)])
-                         .encode()).hexdigest()[:16]
-    packed = hashlib.sha256(json.dumps(["pack/1", tok, fmt.bos, pad, block_size])
-                            .encode()).hexdigest()[:16]
-    return tok, packed
+    tok = fingerprint("tokenize/1", parent, digest, list(fmt.separator))
+    return tok, fingerprint("pack/1", tok, fmt.bos, pad, block_size)
 
 
 def pack(ds: datasets.Dataset, tokenizer, block_size: int, max_tokens: int | None = None,

@@ -51,27 +51,21 @@ def count_fused(a: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 COUNT = {"cpu": count_sign, "cuda": count_fused}
 
 
-class ActivationCounter:
-    """Forward hooks on each layer's activation module that count positive activations."""
+class TokenHooks:
+    """Per-layer sums [L, N, K] (of `dtype`) that hooks fill, and the tokens per language;
+    `set_batch` tells the hooks which language and which tokens the next forward has. The
+    statistics passes (this counter, `passes.py`) differ only in their hooks."""
+
+    dtype = torch.long
+    backward = False  # whether the pass needs the LM loss's backward (module.stats_backward)
 
     def __init__(self, model, n_langs: int, device=None):
-        ffns = find_ffns(model)
+        self.ffns = find_ffns(model)
         dev = device or next(model.parameters()).device
-        self.over_zero = torch.zeros(len(ffns), ffns[0].n_neurons, n_langs, dtype=torch.long,
-                                     device=dev)
+        self.n = self.ffns[0].n_neurons
+        self.sums = torch.zeros(len(self.ffns), self.n, n_langs, dtype=self.dtype, device=dev)
         self.n_tokens = torch.zeros(n_langs, dtype=torch.long, device=dev)
-        self._lang, self._weights = 0, None
-        self._handles = [f.act.register_forward_hook(self._hook(i)) for i, f in enumerate(ffns)]
-
-    def _hook(self, layer: int):
-        n = self.over_zero.shape[1]
-
-        def hook(_module, _inp, out):
-            act = out if out.shape[-1] == n else out[..., :n]  # fused: gate is the first half
-            a = act.detach().reshape(-1, n)
-            counts = COUNT.get(a.device.type, count_sign)(a, self._weights)
-            self.over_zero[layer, :, self._lang] += counts
-        return hook
+        self._lang, self._weights, self._handles = 0, None, []
 
     def set_batch(self, lang: int, attention_mask: torch.Tensor) -> None:
         """Tell the hooks which language and which tokens (mask 1) the next forward has."""
@@ -85,6 +79,29 @@ class ActivationCounter:
         self._handles = []
 
 
+class ActivationCounter(TokenHooks):
+    """Forward hooks on each layer's activation module that count positive activations."""
+
+    def __init__(self, model, n_langs: int, device=None):
+        super().__init__(model, n_langs, device)
+        self._handles = [f.act.register_forward_hook(self._hook(i))
+                         for i, f in enumerate(self.ffns)]
+
+    @property
+    def over_zero(self) -> torch.Tensor:
+        return self.sums
+
+    def _hook(self, layer: int):
+        n = self.n
+
+        def hook(_module, _inp, out):
+            act = out if out.shape[-1] == n else out[..., :n]  # fused: gate is the first half
+            a = act.detach().reshape(-1, n)
+            counts = COUNT.get(a.device.type, count_sign)(a, self._weights)
+            self.sums[layer, :, self._lang] += counts
+        return hook
+
+
 def counted_tokens(batch) -> torch.Tensor:
     """The tokens the statistics count: the language's text, i.e. attended (not padding)
     and not a BOS (label -100 where the block starts with one)."""
@@ -95,22 +112,29 @@ def counted_tokens(batch) -> torch.Tensor:
 
 
 class ActivationStats(L.Callback):
-    """Counts over_zero[L, N, K] and n_tokens[K] during `trainer.predict` over K loaders."""
+    """One statistics pass during `trainer.predict` over K loaders: sums[L, N, K] of `hooks`
+    (default: LAPE's counts, `over_zero`) and n_tokens[K], summed over processes."""
 
-    def __init__(self, n_langs: int):
-        self.n_langs = n_langs
-        self.counter: ActivationCounter | None = None
-        self.over_zero: torch.Tensor | None = None
+    def __init__(self, n_langs: int, hooks: type[TokenHooks] = ActivationCounter):
+        self.n_langs, self.hooks_cls = n_langs, hooks
+        self.counter: TokenHooks | None = None
+        self.sums: torch.Tensor | None = None
         self.n_tokens: torch.Tensor | None = None
 
+    @property
+    def over_zero(self) -> torch.Tensor | None:
+        return self.sums
+
     def on_predict_start(self, trainer, pl_module):
-        self.counter = ActivationCounter(pl_module.model, self.n_langs, pl_module.device)
+        self.counter = self.hooks_cls(pl_module.model, self.n_langs, pl_module.device)
+        pl_module.stats_backward = self.hooks_cls.backward
 
     def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
         self.counter.set_batch(dataloader_idx, counted_tokens(batch))
 
     def on_predict_end(self, trainer, pl_module):
         self.counter.remove()
-        # strategy.reduce defaults to mean, which is wrong for counts
-        self.over_zero = trainer.strategy.reduce(self.counter.over_zero, reduce_op="sum").cpu()
+        pl_module.stats_backward = False
+        # strategy.reduce defaults to mean, which is wrong for sums
+        self.sums = trainer.strategy.reduce(self.counter.sums, reduce_op="sum").cpu()
         self.n_tokens = trainer.strategy.reduce(self.counter.n_tokens, reduce_op="sum").cpu()

@@ -14,7 +14,7 @@ from langsub.model.ffn import find_ffns
 from langsub.neurons.cache import load_stats, save_stats, stats_meta
 from langsub.neurons.counting import ActivationStats
 from langsub.neurons.masks import load_activation_stats, load_neurons
-from langsub.neurons.passes import ScoreStats
+from langsub.neurons.passes import HOOKS
 from langsub.neurons.scorers import Stats, build_scorer, selection_of
 from langsub.training.trainers import make_trainer
 
@@ -47,17 +47,16 @@ def gather_stats(cfg: DictConfig, module, dm, subsample: tuple[float, int] | Non
         hit = module.trainer.strategy.reduce_boolean_decision(hit, all=True)  # it meanwhile)
     if hit:
         return cached[0], cached[1], True
-    cb = ActivationStats(len(dm.langs)) if statistic == "counts" else \
-        ScoreStats(len(dm.langs), statistic)
+    hooks = HOOKS[statistic]
+    cb = ActivationStats(len(dm.langs), hooks)
     trainer = make_trainer(cfg.trainer, evaluation=True, callbacks=[cb], logger=False,
                            enable_checkpointing=False, enable_model_summary=False,
-                           inference_mode=statistic != "gradients")
+                           inference_mode=not hooks.backward)  # a backward needs autograd
     trainer.predict(module, dataloaders=dm.identification_dataloaders(subsample),
                     return_predictions=False)
-    sums = cb.over_zero if statistic == "counts" else cb.sums
     if trainer.is_global_zero:
-        save_stats(path, sums, cb.n_tokens, meta)
-    return sums, cb.n_tokens, False
+        save_stats(path, cb.sums, cb.n_tokens, meta)
+    return cb.sums, cb.n_tokens, False
 
 
 def _activation_files(files: list[str], langs: list[str], model):

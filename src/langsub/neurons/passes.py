@@ -8,42 +8,24 @@ sums over the language's tokens of
   through the model; no weight receives a gradient).
 
 Sums are float64 on the device, weighted by `counted_tokens` (no padding, no BOS), and
-summed over processes at the end, as the counts are.
+summed over processes at the end by the same callback as the counts (`ActivationStats`).
 """
 from __future__ import annotations
 
-import lightning as L
 import torch
 
-from langsub.model.ffn import find_ffns
-from langsub.neurons.counting import counted_tokens
+from langsub.neurons.counting import ActivationCounter, TokenHooks
 
 
-class _SumHooks:
-    """Per-layer float64 sums [L, N, K] filled by hooks; `set_batch` names language and tokens."""
+class _SumHooks(TokenHooks):
+    """Float64 sums of a per-token quantity, token-weighted, into the language's column."""
 
-    def __init__(self, model, n_langs: int, device=None):
-        self.ffns = find_ffns(model)
-        dev = device or next(model.parameters()).device
-        self.n = self.ffns[0].n_neurons
-        self.sums = torch.zeros(len(self.ffns), self.n, n_langs, dtype=torch.float64, device=dev)
-        self.n_tokens = torch.zeros(n_langs, dtype=torch.long, device=dev)
-        self._lang, self._weights, self._handles = 0, None, []
-
-    def set_batch(self, lang: int, mask: torch.Tensor) -> None:
-        self._lang = lang
-        self._weights = mask.reshape(1, -1).float()
-        self.n_tokens[lang] += mask.bool().sum()
+    dtype = torch.float64
 
     def _add(self, layer: int, per_token: torch.Tensor) -> None:
         """per_token [tokens, N] (float): its token-weighted sum into the language's column."""
         with torch.autocast(per_token.device.type, enabled=False):
             self.sums[layer, :, self._lang] += (self._weights @ per_token.float()).view(-1).double()
-
-    def remove(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
 
 
 class ValueHooks(_SumHooks):
@@ -75,6 +57,8 @@ class ImportanceHooks(_SumHooks):
 
 
 class GradientHooks(_SumHooks):
+    backward = True
+
     def __init__(self, model, n_langs, device=None):
         super().__init__(model, n_langs, device)
         for i, f in enumerate(self.ffns):
@@ -92,26 +76,6 @@ class GradientHooks(_SumHooks):
         return hook
 
 
-HOOKS = {"values": ValueHooks, "importance": ImportanceHooks, "gradients": GradientHooks}
-
-
-class ScoreStats(L.Callback):
-    """sums[L, N, K] and n_tokens[K] of one statistic during `trainer.predict` over K loaders.
-    For `gradients` the module's predict step runs the LM loss and its backward."""
-
-    def __init__(self, n_langs: int, statistic: str):
-        self.n_langs, self.statistic = n_langs, statistic
-        self.hooks = self.sums = self.n_tokens = None
-
-    def on_predict_start(self, trainer, pl_module):
-        self.hooks = HOOKS[self.statistic](pl_module.model, self.n_langs, pl_module.device)
-        pl_module.stats_backward = self.statistic == "gradients"
-
-    def on_predict_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
-        self.hooks.set_batch(dataloader_idx, counted_tokens(batch))
-
-    def on_predict_end(self, trainer, pl_module):
-        self.hooks.remove()
-        pl_module.stats_backward = False
-        self.sums = trainer.strategy.reduce(self.hooks.sums, reduce_op="sum").cpu()
-        self.n_tokens = trainer.strategy.reduce(self.hooks.n_tokens, reduce_op="sum").cpu()
+# The hooks of each statistic a scorer can ask for (`Scorer.statistic`).
+HOOKS = {"counts": ActivationCounter, "values": ValueHooks, "importance": ImportanceHooks,
+         "gradients": GradientHooks}

@@ -129,6 +129,3 @@ def write(root: Path, capacity_view: bool = False) -> None:
     print(body + md)
     print(f"\nwritten: {root / 'report.md'}, {root / 'report.png'}, {root / 'runs.jsonl'}")
 
-
-if __name__ == "__main__":
-    main()
