@@ -23,7 +23,7 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 
 from langsub.neurons import lape  # noqa: E402
 from langsub.analysis.maths import deactivation_matrix, diagonal_contrast  # noqa: E402
-from langsub.data.datamodule import LangDataModule  # noqa: E402
+from langsub.data.datamodule import Batching, LangDataModule, TokenBudgets  # noqa: E402
 from langsub.training.module import CausalLMModule  # noqa: E402
 from langsub.model.load import load_model  # noqa: E402
 from langsub.neurons.counting import ActivationStats  # noqa: E402
@@ -37,9 +37,10 @@ def main() -> None:
     model, tok = load_model(cfg.model)
     model.eval()
     d = cfg.data
-    dm = LangDataModule(d.corpus_dir, list(d.langs), "af", tok, d.block_size,
-                        eval_batch_size=d.eval_batch_size, ident_max_tokens=d.ident_max_tokens,
-                        eval_max_tokens=d.eval_max_tokens, cache_dir=cfg.paths.cache_dir)
+    dm = LangDataModule(d.corpus_dir, list(d.langs), "af", tok, block_size=d.block_size,
+                        budgets=TokenBudgets(d.ident_max_tokens, d.eval_max_tokens),
+                        batching=Batching(eval_batch_size=d.eval_batch_size),
+                        cache_dir=cfg.paths.cache_dir)
     cb = ActivationStats(len(dm.langs))
     L.Trainer(accelerator="cpu", devices=1, logger=False, callbacks=[cb],
               enable_progress_bar=False).predict(

@@ -8,7 +8,7 @@ import torch
 
 from conftest import ROOT
 from langsub.data.corpus import corpus_file, pack
-from langsub.data.datamodule import LangDataModule
+from langsub.data.datamodule import LangDataModule, TokenBudgets
 from langsub.errors import CorpusError
 
 CORPUS = ROOT / "data" / "corpus"
@@ -89,7 +89,7 @@ def test_packed_blocks_are_cached_on_disk_across_runs(embedded, tmp_path):
 def test_datamodule_deterministic_and_errors(embedded, tmp_path):
     _, tok = embedded
     dm = LangDataModule(str(CORPUS), ["af", "en"], "af", tok, block_size=64,
-                        cache_dir=str(tmp_path), eval_max_tokens=640)
+                        cache_dir=str(tmp_path), budgets=TokenBudgets(eval=640))
     a = dm.blocks("af", "test", 640)[:]["input_ids"]
     dm2 = LangDataModule(str(CORPUS), ["af", "en"], "af", tok, block_size=64,
                          cache_dir=str(tmp_path))

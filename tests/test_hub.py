@@ -8,7 +8,7 @@ import torch
 
 import standin
 from langsub.data.corpus import split_of_index
-from langsub.data.datamodule import LangDataModule
+from langsub.data.datamodule import LangDataModule, Stream, TokenBudgets
 from langsub.errors import CorpusError
 from langsub.data.hub import HubCorpus, config_name, take_budget
 
@@ -60,18 +60,17 @@ def test_config_names_of_every_language():
         config_name("{glotcc}", "qq", standin.LANG_DIR)
 
 
-def _dm(tok, tmp_path, source, eval_source=None, **kw):
-    args = dict(langs=["af", "en"], target="af", block_size=64, ident_max_tokens=640,
-                eval_max_tokens=320, cache_dir=str(tmp_path / "cache"))
-    args.update(kw)
-    return LangDataModule(None, tokenizer=tok, source=source, eval_source=eval_source,
-                          lang_dir=str(standin.LANG_DIR), **args)
+def _dm(tok, tmp_path, source, eval_source=None, langs=("af", "en"), target="af",
+        budgets=TokenBudgets(ident=640, eval=320), **kw):
+    return LangDataModule(None, list(langs), target, tok, block_size=64, budgets=budgets,
+                          stream=Stream(source, eval_source, str(standin.LANG_DIR)),
+                          cache_dir=str(tmp_path / "cache"), **kw)
 
 
 def test_streaming_budget_from_a_glotcc_standin(embedded, tmp_path):
     _, tok = embedded
     src = dict(GLOTCC, path=str(standin.glotcc(tmp_path / "glotcc", ["af", "en"])))
-    dm = _dm(tok, tmp_path, src, train_budget_tokens=1000)
+    dm = _dm(tok, tmp_path, src, budgets=TokenBudgets(640, 320, train=1000))
     path = dm.corpus_path("af")
     rows = [json.loads(l) for l in open(path, encoding="utf-8")]
     per = {s: sum(len(tok(r["text"], add_special_tokens=False)["input_ids"]) + 1
@@ -87,7 +86,7 @@ def test_streaming_budget_from_a_glotcc_standin(embedded, tmp_path):
     assert 640 <= sum(len(tok(r["text"], add_special_tokens=False)["input_ids"]) + 1
                       for r in en if r["split"] == "train") < 640 + 4096
     # identification reads the same blocks whether the language is the target or not
-    other = _dm(tok, tmp_path, src, target="en", train_budget_tokens=1000)
+    other = _dm(tok, tmp_path, src, target="en", budgets=TokenBudgets(640, 320, train=1000))
     assert other.corpus_path("af") != path
     assert other.corpus_identity("af") == dm.corpus_identity("af")
     a, b = dm.blocks("af", "train", 640)[:]["input_ids"], other.blocks("af", "train", 640)[:]["input_ids"]
@@ -98,7 +97,8 @@ def test_flores_standin_is_valid_and_test(embedded, tmp_path):
     _, tok = embedded
     src = dict(GLOTCC, path=str(standin.glotcc(tmp_path / "glotcc", ["af"])))
     ev = dict(FLORES, path=str(standin.flores(tmp_path / "flores", ["af", "ka"])))
-    dm = _dm(tok, tmp_path, src, ev, langs=["af"], eval_langs=["af", "ka"], eval_max_tokens=None)
+    dm = _dm(tok, tmp_path, src, ev, langs=["af"], eval_langs=["af", "ka"],
+             budgets=TokenBudgets(ident=640))
     rows = [json.loads(l) for l in open(dm.corpus_path("af"), encoding="utf-8")]
     by = {s: [r["text"] for r in rows if r["split"] == s] for s in ("train", "valid", "test")}
     assert by["valid"] == standin.rows("af", ("valid",))   # FLORES+ dev, all of it, in order

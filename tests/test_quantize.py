@@ -143,12 +143,12 @@ def test_shipped_on_the_full_precision_base(nf4_run, embedded, tmp_path):
 
 
 def test_quantize_refusals_are_one_line(monkeypatch):
-    from langsub.validate import _quantize_problems
+    from langsub.methods.checks import quantize_problems
 
     cfg = OmegaConf.create({"model": {"quantize": "nf4"}, "trainer": {"accelerator": "cpu"}})
-    assert "method=full with model.quantize=nf4" in _quantize_problems(
+    assert "method=full with model.quantize=nf4" in quantize_problems(
         cfg, build_method({"name": "full"}))[0]
-    assert _quantize_problems(cfg, build_method({"name": "lora"})) == []
+    assert quantize_problems(cfg, build_method({"name": "lora"})) == []
     assert "bitsandbytes runs on cpu, cuda" in backend_problems("nf4", "mps")[0]
     monkeypatch.setattr("importlib.util.find_spec", lambda name: None)
     (line,) = backend_problems("nf4", "cpu")

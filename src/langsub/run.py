@@ -9,7 +9,7 @@ import gc
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import hydra
@@ -62,22 +62,9 @@ class Job:
 
 
 def build_datamodule(cfg: DictConfig, tok) -> LangDataModule:
-    """The data module of `cfg.data`: a local corpus directory or a streamed hub source."""
-    d = cfg.data
-
-    def container(x):
-        return OmegaConf.to_container(x, resolve=True) if x is not None else None
-
-    return LangDataModule(corpus_dir=d.corpus_dir, langs=d.langs, target=cfg.lang.code,
-                          tokenizer=tok, block_size=d.block_size, batch_size=d.batch_size,
-                          eval_batch_size=d.eval_batch_size, eval_langs=d.eval_langs,
-                          ident_max_tokens=d.ident_max_tokens, eval_max_tokens=d.eval_max_tokens,
-                          cache_dir=cfg.paths.cache_dir, num_workers=d.num_workers, seed=cfg.seed,
-                          source=container(d.get("source")), eval_source=container(d.get("eval")),
-                          lang_dir=d.get("lang_dir"), val_langs=list(d.get("val_langs") or []),
-                          track_langs=list(cfg.general), track_blocks=d.get("track_blocks") or 0,
-                          fmt=sequence_format(tok, cfg.model.get("add_bos", "auto"),
-                                              cfg.model.get("doc_separator")))
+    """The data module of `cfg.data`, its blocks laid out as the model was trained."""
+    return LangDataModule.from_config(cfg, tok, sequence_format(
+        tok, cfg.model.get("add_bos", "auto"), cfg.model.get("doc_separator")))
 
 
 def run(cfg: DictConfig) -> dict:
@@ -114,7 +101,7 @@ def setup(cfg: DictConfig) -> Job:
     trainer, evaluator = build_trainers(cfg, model)
     steps = budget_steps(cfg, trainer.world_size)  # the token budget needs the world size
     trainer.fit_loop.epoch_loop.max_steps = steps
-    dm.train_budget_tokens = steps * tokens_per_step(cfg, trainer.world_size)
+    dm.budgets = replace(dm.budgets, train=steps * tokens_per_step(cfg, trainer.world_size))
     module = CausalLMModule(model, dm.eval_langs,
                             optimizer=hydra.utils.instantiate(cfg.optimizer, _convert_="all"),
                             scheduler=hydra.utils.instantiate(cfg.scheduler, _convert_="all")

@@ -8,11 +8,13 @@ same path; only the config differs. Tokenized, packed blocks are cached on disk 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 import lightning as L
 import torch
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, RandomSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
@@ -54,26 +56,51 @@ def subsample_indices(n: int, fraction: float, seed: int, lang_index: int) -> li
     return sorted(torch.randperm(n, generator=g)[:k].tolist())
 
 
+@dataclass(frozen=True)
+class TokenBudgets:
+    """Tokens read per language (whole blocks; None: the whole split). `ident`: the
+    identification pass, each of `langs`; `eval`: held-out valid and test; `train`: how far
+    the target's stream is read for fine-tuning (run.py sets it once the world size is known)."""
+
+    ident: int | None = None
+    eval: int | None = None
+    train: int | None = None
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How the loaders serve the blocks: fine-tuning and evaluation batch sizes, workers."""
+
+    batch_size: int = 16
+    eval_batch_size: int = 32
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A streamed hub corpus (langsub.data.hub): `source` and an optional `eval` source
+    ({path, name, split, text_column, revision}), names resolved over `lang_dir`'s files."""
+
+    source: dict
+    eval: dict | None = None
+    lang_dir: str | None = None
+
 
 class LangDataModule(L.LightningDataModule):
     """Serves, per language, packed blocks of the train/valid/test splits.
 
     `langs` are the identification languages in K order; the target language's train
     split is the fine-tuning data, its valid split the validation data. The text comes from
-    `corpus_dir` (`<lang>.jsonl|txt`) or, with `source`, from a streamed hub corpus that is
-    materialised into files of the same format first (see langsub.hub).
-    `train_budget_tokens`: what fine-tuning consumes; how far the target's stream is read.
+    `corpus_dir` (`<lang>.jsonl|txt`) or, with `stream`, from a streamed hub corpus that is
+    materialised into files of the same format first (see langsub.data.hub).
     """
 
     def __init__(self, corpus_dir: str | None, langs: list[str], target: str, tokenizer=None,
-                 block_size: int = 128, batch_size: int = 16, eval_batch_size: int = 32,
-                 eval_langs: list[str] | None = None, ident_max_tokens: int | None = None,
-                 eval_max_tokens: int | None = None,
-                 cache_dir: str = ".cache", num_workers: int = 0, seed: int = 0,
-                 source: dict | None = None, eval_source: dict | None = None,
-                 lang_dir: str | None = None, train_budget_tokens: int | None = None,
+                 *, block_size: int = 128, budgets: TokenBudgets = TokenBudgets(),
+                 batching: Batching = Batching(), eval_langs: list[str] | None = None,
                  val_langs: list[str] | None = None, track_langs: list[str] | None = None,
-                 track_blocks: int = 0, fmt: SequenceFormat | None = None):
+                 track_blocks: int = 0, stream: Stream | None = None, cache_dir: str = ".cache",
+                 seed: int = 0, fmt: SequenceFormat | None = None):
         super().__init__()
         self.corpus_dir, self.langs, self.target = corpus_dir, list(langs), target
         self.eval_langs = list(eval_langs or langs)
@@ -85,25 +112,51 @@ class LangDataModule(L.LightningDataModule):
         self.track_blocks = track_blocks
         self.fmt = fmt  # BOS and document separator as the model was trained (corpus.py)
         self.tokenizer, self.block_size = tokenizer, block_size
-        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.ident_max_tokens = ident_max_tokens
-        self.eval_max_tokens, self.train_budget_tokens = eval_max_tokens, train_budget_tokens
-        self.cache_dir, self.num_workers, self.seed = cache_dir, num_workers, seed
+        self.budgets, self.batching = budgets, batching
+        self.cache_dir, self.seed = cache_dir, seed
         self.hub = None
-        if source is not None:
+        if stream is not None:
             from langsub.data.hub import HubCorpus
 
-            self.hub = HubCorpus(source, eval_source, lang_dir, cache_dir, seed)
+            self.hub = HubCorpus(stream.source, stream.eval, stream.lang_dir, cache_dir, seed)
         self._cache: dict[tuple, datasets.Dataset] = {}
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig, tokenizer, fmt: SequenceFormat | None = None
+                    ) -> LangDataModule:
+        """The data module of a run: `cfg.data`, the target `cfg.lang.code`, the tracked
+        `cfg.general`, `cfg.paths.cache_dir` and `cfg.seed`."""
+        d = cfg.data
+
+        def container(x):
+            return OmegaConf.to_container(x, resolve=True) if x is not None else None
+
+        stream = None if d.get("source") is None else \
+            Stream(container(d.source), container(d.get("eval")), d.get("lang_dir"))
+        return cls(d.corpus_dir, d.langs, cfg.lang.code, tokenizer, block_size=d.block_size,
+                   budgets=TokenBudgets(d.ident_max_tokens, d.eval_max_tokens),
+                   batching=Batching(d.batch_size, d.eval_batch_size, d.num_workers),
+                   eval_langs=d.eval_langs, val_langs=list(d.get("val_langs") or []),
+                   track_langs=list(cfg.general), track_blocks=d.get("track_blocks") or 0,
+                   stream=stream, cache_dir=cfg.paths.cache_dir, seed=cfg.seed, fmt=fmt)
+
+    # the config's names of the budgets: the statistics and "before" caches key on them
+    @property
+    def ident_max_tokens(self) -> int | None:
+        return self.budgets.ident
+
+    @property
+    def eval_max_tokens(self) -> int | None:
+        return self.budgets.eval
 
     def stream_budgets(self, lang: str) -> dict[str, int]:
         """Tokens to stream per split, whole blocks: identification (every language of
         `langs`), fine-tuning (the target), held-out valid/test (without an eval source)."""
         from langsub.data.hub import round_up
 
-        train = max((self.ident_max_tokens or 0) if lang in self.langs else 0,
-                    (self.train_budget_tokens or 0) if lang == self.target else 0)
-        held = 0 if self.hub.eval_source else round_up(self.eval_max_tokens, self.block_size)
+        train = max((self.budgets.ident or 0) if lang in self.langs else 0,
+                    (self.budgets.train or 0) if lang == self.target else 0)
+        held = 0 if self.hub.eval_source else round_up(self.budgets.eval, self.block_size)
         return {"train": round_up(train, self.block_size), "valid": held, "test": held}
 
     def corpus_path(self, lang: str) -> Path:
@@ -120,7 +173,7 @@ class LangDataModule(L.LightningDataModule):
             return file_digest(corpus_file(self.corpus_dir, lang))
         from langsub.data.hub import round_up
 
-        return self.hub.identity(lang, round_up(self.ident_max_tokens, self.block_size))
+        return self.hub.identity(lang, round_up(self.budgets.ident, self.block_size))
 
     def check_blocks(self) -> None:
         """Every split the run uses holds at least one full block (before any model loads)."""
@@ -134,12 +187,12 @@ class LangDataModule(L.LightningDataModule):
         datasets.disable_progress_bars()  # a failing check prints its one line only
         try:
             for lang in self.langs:
-                self.blocks(lang, "train", self.ident_max_tokens)
+                self.blocks(lang, "train", self.budgets.ident)
             self.blocks(self.target, "train")  # the whole split: the step budget stops training
             for lang in dict.fromkeys(self.val_langs + self.track_langs):
-                self.blocks(lang, "valid", self.eval_max_tokens)
+                self.blocks(lang, "valid", self.budgets.eval)
             for lang in self.eval_langs:
-                self.blocks(lang, "test", self.eval_max_tokens)
+                self.blocks(lang, "test", self.budgets.eval)
         finally:
             if bars:
                 datasets.enable_progress_bars()
@@ -157,7 +210,8 @@ class LangDataModule(L.LightningDataModule):
         return self._cache[key]
 
     def _loader(self, ds) -> DataLoader:
-        return DataLoader(ds, batch_size=self.eval_batch_size, num_workers=self.num_workers)
+        return DataLoader(ds, batch_size=self.batching.eval_batch_size,
+                          num_workers=self.batching.num_workers)
 
     def identification_dataloaders(self, subsample: tuple[float, int] | None = None
                                    ) -> list[DataLoader]:
@@ -165,7 +219,7 @@ class LangDataModule(L.LightningDataModule):
         `subsample` (fraction, seed) over a random share of each language's blocks."""
         out = []
         for k, lang in enumerate(self.langs):
-            ds = self.blocks(lang, "train", self.ident_max_tokens)
+            ds = self.blocks(lang, "train", self.budgets.ident)
             if subsample is not None:
                 ds = ds.select(subsample_indices(len(ds), subsample[0], subsample[1], k))
             out.append(self._loader(ds))
@@ -175,9 +229,10 @@ class LangDataModule(L.LightningDataModule):
         """Shuffled target blocks; stateful, so a checkpoint records the position in the epoch
         and a resumed run continues with the next unseen batch (Lightning saves the state)."""
         ds = self.blocks(self.target, "train")
-        return StatefulDataLoader(ds, batch_size=self.batch_size,
+        b = self.batching
+        return StatefulDataLoader(ds, batch_size=b.batch_size,
                                   sampler=EpochRandomSampler(ds, self.seed),
-                                  num_workers=self.num_workers,  # workers' seeds: not global RNG
+                                  num_workers=b.num_workers,  # workers' seeds: not global RNG
                                   generator=torch.Generator().manual_seed(self.seed))
 
     def val_order(self, fitting: bool) -> list[str]:
@@ -192,12 +247,12 @@ class LangDataModule(L.LightningDataModule):
         fitting = self.trainer is not None and self.trainer.state.fn == "fit"
         out = []
         for lang in self.val_order(fitting):
-            ds = self.blocks(lang, "valid", self.eval_max_tokens)
+            ds = self.blocks(lang, "valid", self.budgets.eval)
             if fitting and lang != self.target:
                 ds = ds.select(range(min(self.track_blocks, len(ds))))
             out.append(self._loader(ds))
         return out
 
     def test_dataloader(self) -> list[DataLoader]:
-        return [self._loader(self.blocks(l, "test", self.eval_max_tokens))
+        return [self._loader(self.blocks(l, "test", self.budgets.eval))
                 for l in self.eval_langs]

@@ -32,7 +32,7 @@ def meta(cfg, module, dm) -> dict:
     """Everything the before-perplexities depend on (the cache key)."""
     return {"model": model_identity(module.model, dm.tokenizer, cfg.model),
             "precision": trainer_precision(cfg),
-            "eval_batch_size": dm.eval_batch_size,
+            "eval_batch_size": dm.batching.eval_batch_size,
             "loss_chunk": str(cfg.model.get("loss_chunk", "auto")),
             "test": {l: _blocks_digest(dm.blocks(l, "test", dm.eval_max_tokens))
                      for l in dm.eval_langs},
