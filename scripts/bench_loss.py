@@ -25,7 +25,7 @@ def _rss(field: str) -> int:
     return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(field))
 
 
-def _model(name: str, dtype: str):
+def model_by_name(name: str, dtype: str):
     from hydra import compose, initialize_config_dir
 
     from langsub.model.load import load_model
@@ -42,7 +42,7 @@ def one(args) -> dict:
 
     from langsub.training.loss import token_nll
 
-    model, tok = _model(args.model, args.dtype)
+    model, tok = model_by_name(args.model, args.dtype)
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(10, len(tok), (args.batch, args.block), generator=g)
     ids[:, 0] = tok.bos_token_id if tok.bos_token_id is not None else ids[:, 0]
