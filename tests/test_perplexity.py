@@ -119,7 +119,7 @@ def test_perplexity_function_equals_the_metric_on_the_embedded_model(embedded):
         nll += cross_entropy(logits[:, :-1].flatten(0, 1).double(), labels.flatten(),
                              ignore_index=-100, reduction="sum").item()
         n += int((labels != -100).sum())
-    assert got == float(m.compute())
+    assert got == pytest.approx(float(m.compute()), rel=1e-6)  # same sums; CPU kernels may reorder them
     assert got == pytest.approx(math.exp(nll / n), rel=1e-6)  # an independent hand loop
     assert perplexity(model, ds, batch_size=len(ds)) == pytest.approx(got, rel=1e-6)
     assert 1 < got < len(tok)
