@@ -114,6 +114,27 @@ def test_pooling_unchanged_without_special_tokens(embedded):
     for i, t in enumerate(TEXTS):
         enc = tok(t, return_tensors="pt", return_special_tokens_mask=True)
         assert not enc.special_tokens_mask.any()
-        assert torch.equal(got[i], _all_states(model, enc.input_ids).mean(1))
+        assert torch.allclose(got[i], _all_states(model, enc.input_ids).mean(1),
+                              rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="no content token"):
         pooled_states(model, _bos_tokenizer(), [""])  # only the BOS: nothing to pool
+
+
+@torch.no_grad()
+def test_pooling_in_padded_batches_equals_one_text_at_a_time(embedded):
+    """Texts of different lengths batched (right padding, masked) pool as they do alone, with
+    or without a BOS, and the LM head sees one position per text, not every position."""
+    model, tok = embedded
+    texts = TEXTS + ["Kort.", "Die Universele Verklaring van Menseregte is deur die Algemene "
+                     "Vergadering aanvaar en afgekondig."]
+    seen = []
+    hook = model.get_output_embeddings().register_forward_hook(
+        lambda _m, inp, _o: seen.append(inp[0].shape[1]))
+    try:
+        for t in (tok, _bos_tokenizer()):
+            batched = pooled_states(model, t, texts, batch_size=3)
+            alone = torch.cat([pooled_states(model, t, [x], batch_size=1) for x in texts])
+            assert torch.allclose(batched, alone, rtol=1e-5, atol=1e-5)
+    finally:
+        hook.remove()
+    assert seen and set(seen) == {1}
