@@ -138,6 +138,34 @@ def test_the_table_states_spread_wall_time_and_peak_memory():
            "+0.00, +1.00 | 110 | 3.30 |" in md
 
 
+def test_a_folder_of_one_method_sweeps_reports_as_one_comparison(tmp_path):
+    """Sweeps run one method at a time (root/<sweep>/compare.json) merge into one spec when
+    they were tuned alike; a different grid or a method tuned twice is refused in one line."""
+    def sweep(name, method, lr, **kw):
+        spec = {"rule": "r", "lr_factors": [0.316, 1, 3.16], "seeds": [0, 1, 2],
+                "max_general_rise": 0.01, "methods": [method], "grid": {method: [lr, 10 * lr]},
+                "chosen": {method: {"lr": lr, "met_rule": True}}} | kw
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "compare.json").write_text(json.dumps(spec))
+
+    assert compare.read_spec(tmp_path) is None
+    sweep("a_full", "full", 1e-5)
+    sweep("b_ia3", "ia3", 1e-3)
+    spec = compare.read_spec(tmp_path)
+    assert spec["methods"] == ["full", "ia3"] and spec["seeds"] == [0, 1, 2]
+    assert spec["grid"] == {"full": [1e-5, 1e-4], "ia3": [1e-3, 1e-2]}
+    assert {m: c["lr"] for m, c in spec["chosen"].items()} == {"full": 1e-5, "ia3": 1e-3}
+    sweep("c_ffn", "ffn", 1e-5, lr_factors=[0.1, 1, 10])
+    with pytest.raises(ConfigError, match="sweeps a_full and c_ffn differ in lr_factors"):
+        compare.read_spec(tmp_path)
+    (tmp_path / "c_ffn" / "compare.json").unlink()
+    sweep("d_full", "full", 3.16e-5)
+    with pytest.raises(ConfigError, match=r"method full was tuned in two sweeps \(a_full, d_full\)"):
+        compare.read_spec(tmp_path)
+    (tmp_path / "compare.json").write_text(json.dumps({"methods": ["x"]}))  # a sweep's own wins
+    assert compare.read_spec(tmp_path) == {"methods": ["x"]}
+
+
 def test_grid_spans_the_default():
     assert compare.grid(1e-3, [0.1, 0.316, 1, 3.16, 10]) == [1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2]
 

@@ -67,9 +67,39 @@ def write_choice(sweep_dir: Path, choice: dict, spec: dict) -> None:
                       json.dumps({**spec, "chosen": choice}, indent=1))
 
 
+SHARED = ("rule", "lr_factors", "seeds", "max_general_rise")  # what sweeps must agree on
+
+
 def read_spec(root: Path) -> dict | None:
+    """The sweep's compare.json; for a folder of comparison sweeps (one method each, as they
+    are run on a small machine, `root/<sweep>/compare.json`) their union, provided they used
+    the same rule, grid factors, seeds and tolerance, and no method was chosen twice."""
     p = Path(root) / "compare.json"
-    return json.loads(p.read_text()) if p.is_file() else None
+    if p.is_file():
+        return json.loads(p.read_text())
+    parts = {q.parent.name: json.loads(q.read_text())
+             for q in sorted(Path(root).glob("*/compare.json"))}
+    if not parts:
+        return None
+    (first, spec), *rest = parts.items()
+    spec = {**spec, "methods": list(spec["methods"]), "grid": dict(spec["grid"]),
+            "chosen": dict(spec["chosen"])}
+    tuned_in = dict.fromkeys(spec["methods"], first)
+    for name, other in rest:
+        for key in SHARED:
+            if other.get(key) != spec.get(key):
+                raise ConfigError(f"{root}: the sweeps {first} and {name} differ in {key} "
+                                  f"({spec.get(key)} vs {other.get(key)}): one report compares "
+                                  "methods tuned the same way")
+        for method in other["methods"]:
+            if method in tuned_in:
+                raise ConfigError(f"{root}: method {method} was tuned in two sweeps "
+                                  f"({tuned_in[method]}, {name}); keep one")
+            tuned_in[method] = name
+            spec["methods"].append(method)
+        spec["grid"].update(other["grid"])
+        spec["chosen"].update(other["chosen"])
+    return spec
 
 
 def summary(values: list[float]) -> tuple[float, float]:
