@@ -8,7 +8,7 @@ import torch
 from torch.nn.utils import parametrize
 
 from conftest import TINY, tiny_llama, tiny_phi3
-from langsub.analysis.maths import component_reversal, pooled_states
+from langsub.analysis.maths import component_reversal, deactivation_matrix, pooled_states
 from langsub.evaluation.perplexity import perplexity
 from langsub.model.ffn import find_ffns
 from langsub.methods.sparse import add_neuron_deltas, delta_state, merge_neuron_deltas, original_slices
@@ -138,3 +138,17 @@ def test_pooling_in_padded_batches_equals_one_text_at_a_time(embedded):
     finally:
         hook.remove()
     assert seen and set(seen) == {1}
+
+
+@torch.no_grad()
+def test_deactivation_matrix_logs_each_language_and_measures_the_rise(caplog):
+    """matrix[k][j] = ppl with k's neurons off / ppl − 1, against the base model's ppl; a
+    progress line per masked language (minutes each on a real model)."""
+    model, ds = tiny_llama(), {"x": _data(1), "y": _data(2)}
+    masks = {"a": MASK, "b": [torch.tensor([], dtype=torch.long)] * 2}
+    with caplog.at_level("INFO", logger="langsub"):
+        r = deactivation_matrix(model, ds, masks)
+    assert r["base_ppl"] == {j: perplexity(model, ds[j]) for j in ds}
+    assert all(v != 0 for v in r["matrix"][0]) and r["matrix"][1] == [0.0, 0.0]
+    lines = [m for m in caplog.messages if m.startswith("deactivation:")]
+    assert len(lines) == 2 and "a's neurons off" in lines[0] and "(2/2)" in lines[1]

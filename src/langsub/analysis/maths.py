@@ -34,12 +34,14 @@ def deactivated(model, mask: list[torch.Tensor]):
 
 def deactivation_matrix(model, test: dict, masks: dict, batch_size: int = 32) -> dict:
     """matrix[k][j] = ppl of language j with language k's neurons off / ppl − 1."""
-    langs = list(masks)
+    langs, log, t0 = list(masks), logging.getLogger("langsub"), time.perf_counter()
     base = {j: perplexity(model, test[j], batch_size) for j in test}
     matrix = []
-    for k in langs:
+    for i, k in enumerate(langs):
         with deactivated(model, masks[k]):
             matrix.append([perplexity(model, test[j], batch_size) / base[j] - 1 for j in test])
+        log.info(f"deactivation: {k}'s neurons off, {len(test)} languages measured "
+                 f"({i + 1}/{len(langs)}), elapsed {time.perf_counter() - t0:.0f}s")
     return {"langs": langs, "eval_langs": list(test), "base_ppl": base, "matrix": matrix}
 
 
