@@ -24,9 +24,12 @@ from omegaconf import DictConfig  # noqa: E402
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
 @user_errors
 def main(cfg: DictConfig) -> float:
+    from langsub.validate import check_config
+
+    check_config(cfg)  # bad input: one line in seconds, before Lightning and the data stack load
     from langsub.run import run
 
-    m = run(cfg)
+    m = run(cfg, checked=True)
     if cfg.objective == "target_and_general":  # two objectives for Optuna's NSGA-II
         return m.get("ppl_after/target"), m.get("ppl_after/general")
     return m.get("ppl_after/target")  # what a sweeper minimises

@@ -67,10 +67,12 @@ def build_datamodule(cfg: DictConfig, tok) -> LangDataModule:
         tok, cfg.model.get("add_bos", "auto"), cfg.model.get("doc_separator")))
 
 
-def run(cfg: DictConfig) -> dict:
-    """Everything `python train.py` does; returns metrics.json's content."""
+def run(cfg: DictConfig, checked: bool = False) -> dict:
+    """Everything `python train.py` does; returns metrics.json's content. `checked`: the
+    caller has already passed `cfg` through check_config."""
     with ddp_safe_job():  # DDP ranks work inside a -m sweep too
-        check_config(cfg)
+        if not checked:
+            check_config(cfg)
         if cfg.get("dry_run"):
             from langsub.training.dryrun import dry_run
             return dry_run(cfg, Path(cfg.paths.output_dir))

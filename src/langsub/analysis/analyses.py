@@ -9,7 +9,6 @@ import json
 
 import torch
 
-from langsub.analysis import figures
 from langsub.analysis import maths as A
 from langsub.analysis.registry import Analysis, AnalysisContext, register
 from langsub.io import atomic_write_text
@@ -42,6 +41,7 @@ class Deactivation(Analysis):
         for name, masks in (("deactivation", ctx.masks), ("deactivation_random", rand)):
             r = A.deactivation_matrix(model.eval(), test, masks)
             _write_json(ctx, name, r)
+            from langsub.analysis import figures  # matplotlib: only when drawing
             figures.heatmap(r["matrix"], r["langs"], r["eval_langs"], name,
                             ctx.out_dir / f"{name}.png", ctx.logger, f"analysis/{name}")
             res[name] = A.diagonal_contrast(r)
@@ -70,6 +70,7 @@ class Alignment(Analysis):
         layer = round(0.75 * (len(before["en"]) - 1))
         _write_json(ctx, "alignment", {"target": ctx.target, "layer": layer, "before": before,
                                        "after": after})
+        from langsub.analysis import figures  # matplotlib: only when drawing
         figures.curves({"before": before["en"], "after": after["en"]}, "layer (0 = embeddings)",
                        f"cosine {ctx.target} ↔ en", "cross-lingual alignment",
                        ctx.out_dir / "alignment.png")
@@ -94,6 +95,7 @@ class Weights(Analysis):
     def after(self, ctx, model, delta):
         change = A.weight_change(ctx.state["weights"], model)
         _write_json(ctx, "weight_change", change)
+        from langsub.analysis import figures  # matplotlib: only when drawing
         figures.curves(change, "layer", "‖ΔW‖ / ‖W‖", "where the weights moved",
                        ctx.out_dir / "weight_change.png", ctx.logger, "analysis/weight_change")
         return {f"weight_change/{c}": sum(v) / len(v) for c, v in change.items()}
@@ -140,6 +142,7 @@ class Reversal(Analysis):
         ds = ctx.dm.blocks(ctx.target, "test", ctx.cfg.data.eval_max_tokens)
         r = A.component_reversal(model, delta, original, ds)
         _write_json(ctx, "reversal", r)
+        from langsub.analysis import figures  # matplotlib: only when drawing
         figures.bars(r, f"{ctx.target} test perplexity", "put back one component at a time",
                      ctx.out_dir / "reversal.png", ctx.logger, "analysis/reversal")
         exp = getattr(ctx.logger, "experiment", None)

@@ -9,7 +9,6 @@ from contextlib import contextmanager
 
 import torch
 
-from langsub.evaluation.perplexity import perplexity
 from langsub.model.ffn import COMPONENTS, find_ffns
 
 
@@ -34,6 +33,8 @@ def deactivated(model, mask: list[torch.Tensor]):
 
 def deactivation_matrix(model, test: dict, masks: dict, batch_size: int = 32) -> dict:
     """matrix[k][j] = ppl of language j with language k's neurons off / ppl − 1."""
+    from langsub.evaluation.perplexity import perplexity  # torchmetrics: only when measuring
+
     langs, log, t0 = list(masks), logging.getLogger("langsub"), time.perf_counter()
     base = {j: perplexity(model, test[j], batch_size) for j in test}
     matrix = []
@@ -187,6 +188,8 @@ def component_reversal(model, delta: dict, original: dict, ds, batch_size: int =
     {"full", "revert_<c>" for each trained component, "before": all put back}; the model's
     weights are restored exactly afterwards.
     """
+    from langsub.evaluation.perplexity import perplexity
+
     pos, comps = _positions(delta, model), trained_components(delta, model)
     trained = current_slices(model, delta)
     out = {"full": perplexity(model, ds, batch_size)}

@@ -4,12 +4,15 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import datasets
 import numpy as np
 
 from langsub.errors import CorpusError
 from langsub.io import fingerprint
+
+if TYPE_CHECKING:
+    import datasets
 
 SPLITS = ("train", "valid", "test")
 
@@ -36,6 +39,8 @@ def split_of_index(i: int, seed: int, fractions=(0.7, 0.15, 0.15)) -> str:
 
 def load_texts(path: Path, split: str, cache_dir: str, seed: int = 0) -> datasets.Dataset:
     """Rows of one split of a local corpus file, as a `datasets.Dataset` with a `text` column."""
+    import datasets  # the data stack loads when data is read, not when a config is checked
+
     builder = "json" if path.suffix == ".jsonl" else "text"
     ds = datasets.load_dataset(builder, data_files=str(path), split="train",
                                cache_dir=str(Path(cache_dir) / "datasets"))
