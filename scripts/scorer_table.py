@@ -10,8 +10,10 @@
       --out docs/scorers/tiny/af
 
 Reads every compare sweep below ROOT (a `compare.json` and its jobs' metrics.json), grouped
-by the run's `selection`; per scorer: the neurons of the target, the rate the comparison's
-rule chose, target and general test-perplexity change at it (mean ± std over the seeds),
+by the run's `selection`, and every single run outside a sweep (a metrics.json alone: one
+seed at the rate it was given, labelled "given, one run" — not tuned); per scorer: the
+neurons of the target, the rate the comparison's rule chose (or the run's), target and
+general test-perplexity change at it (mean ± std over the seeds),
 the deactivation contrast of the run that has one (analysis/deactivation.json: the mean rise
 of a language's own perplexity when its neurons are off, of the other languages', and of its
 own with random neurons of the same counts), the pass's cost (its tokens/s against the plain
@@ -34,15 +36,31 @@ PASS_OF = {"lape": "counts", "significance": "counts", "activation": "values",
            "plnd": "importance", "attribution": "gradients"}
 
 
-def sweeps(root: Path) -> dict[str, tuple[Path, dict, list[dict]]]:
-    """{scorer: (sweep dir, its compare.json, its runs)} for every compare sweep below root."""
-    out = {}
-    for spec_path in sorted(root.rglob("compare.json")):
+def sweeps(root: Path) -> dict[str, tuple[Path, dict | None, list[dict]]]:
+    """{scorer: (dir, its compare.json or None for a single run, its runs)} for every compare
+    sweep below root and every run outside one; a scorer found twice is one line."""
+    out, where = {}, {}
+    specs = sorted(root.rglob("compare.json"))
+    for spec_path in specs:
         d = spec_path.parent
-        runs = load_runs(d)
-        scorer = runs[0].get("selection") or "lape"
-        out[scorer] = (d, json.loads(spec_path.read_text()), runs)
+        _add(out, where, load_runs(d)[0].get("selection"), (d, json.loads(spec_path.read_text()),
+                                                            load_runs(d)))
+    for m_path in sorted(root.rglob("metrics.json")):
+        d = m_path.parent
+        if any(s.parent in (d, *d.parents) for s in specs):
+            continue  # a job of a sweep above
+        m = json.loads(m_path.read_text())
+        m["_dir"] = "."
+        _add(out, where, m.get("selection"), (d, None, [m]))
     return out
+
+
+def _add(out: dict, where: dict, scorer: str | None, found: tuple) -> None:
+    scorer = scorer or "lape"
+    if scorer in out:
+        raise SystemExit(f"selection={scorer} is in both {where[scorer]} and {found[0]}: "
+                         "keep one of them below the root")
+    out[scorer], where[scorer] = found, found[0]
 
 
 def masks(run_dir: Path) -> dict[str, set[tuple[int, int]]]:
@@ -79,9 +97,12 @@ def deactivation(run_dir: Path, target: str) -> dict | None:
 
 def scorer_row(scorer: str, sweep: tuple, bench: dict) -> dict:
     d, spec, runs = sweep
-    method = spec["methods"][0]
-    chosen = spec["chosen"][method]
-    at = compare.at_chosen(runs, method, chosen["lr"])
+    if spec is None:  # a single run: its own rate, not tuned
+        chosen, at = {"lr": runs[0]["lr"], "met_rule": None}, runs
+    else:
+        method = spec["methods"][0]
+        chosen = spec["chosen"][method]
+        at = compare.at_chosen(runs, method, chosen["lr"])
     t = [pct(m["ppl_after/target"], m["ppl_before/target"]) for m in at]
     g = [pct(m["ppl_after/general"], m["ppl_before/general"]) for m in at]
     with_deact = [m for m in runs if (d / m["_dir"] / "analysis" / "deactivation.json").is_file()]
@@ -94,6 +115,7 @@ def scorer_row(scorer: str, sweep: tuple, bench: dict) -> dict:
             "target": compare.summary(t), "general": compare.summary(g),
             "deactivation": deactivation(d / with_deact[0]["_dir"], first["lang"])
             if with_deact else None,
+            "tuned": spec is not None, "train_seconds": first.get("train_seconds"),
             "pass_relative": cost["relative_to_forward"] if cost else None,
             "pass_tokens_per_s": cost["tokens_per_s"] if cost else None,
             "stats_seconds": stats[0]["stats_seconds"] if stats else None,
@@ -110,8 +132,14 @@ def overlaps(rows: list[dict], target: str) -> dict:
     return {"scorers": names, "target": tgt, "mean_over_langs": every}
 
 
-def _pm(v: tuple[float, float]) -> str:
-    return f"{v[0]:+.2f} ± {v[1]:.2f}"
+def _pm(v: tuple[float, float], n: int = 2) -> str:
+    return f"{v[0]:+.2f}" + (f" ± {v[1]:.2f}" if n > 1 else " (one seed)")
+
+
+def _rate_note(r: dict) -> str:
+    if not r.get("tuned", True):
+        return f" (given, {r['seeds']} run{'s' * (r['seeds'] > 1)})"
+    return "" if r["met_rule"] else " (rule unmet)"
 
 
 def _f(v, fmt: str) -> str:
@@ -125,8 +153,8 @@ def markdown(rows: list[dict], ov: dict, target: str) -> str:
     for r in rows:
         de = r["deactivation"] or {}
         lines.append(f"| {r['scorer']} | {r['pass']} | {r['neurons']} | {r['lr']:g}"
-                     f"{'' if r['met_rule'] else ' (rule unmet)'} | {_pm(r['target'])} | "
-                     f"{_pm(r['general'])} | {_f(de.get('own'), '+.2f')} | "
+                     f"{_rate_note(r)} | {_pm(r['target'], r['seeds'])} | "
+                     f"{_pm(r['general'], r['seeds'])} | {_f(de.get('own'), '+.2f')} | "
                      f"{_f(de.get('others'), '+.2f')} | {_f(de.get('random'), '+.2f')} | "
                      f"{_f(r['pass_relative'], '.2f')} | {_f(r['stats_seconds'], '.0f')} |")
     names = ov["scorers"]
@@ -187,7 +215,7 @@ def main() -> None:
     bench = {r["pass"]: r for r in json.loads(a.bench.read_text())["rows"]} if a.bench else {}
     found = sweeps(a.root)
     if not found:
-        raise SystemExit(f"{a.root}: no compare sweep (compare.json) below it")
+        raise SystemExit(f"{a.root}: no compare sweep (compare.json) nor run (metrics.json) below it")
     order = [s for s in PASS_OF if s in found] + [s for s in found if s not in PASS_OF]
     rows = [scorer_row(s, found[s], bench) for s in order]
     target = found[order[0]][2][0]["lang"]

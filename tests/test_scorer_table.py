@@ -68,5 +68,31 @@ def test_table_overlap_and_deactivation(tmp_path):
 def test_a_root_without_sweeps_is_one_line(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "scorer_table.py"), str(tmp_path),
                         "--out", str(tmp_path / "o")], capture_output=True, text=True, cwd=ROOT)
-    assert r.returncode != 0 and "no compare sweep" in r.stderr
+    assert r.returncode != 0 and "no compare sweep" in r.stderr and "nor run" in r.stderr
     assert not scorer_table.sweeps(tmp_path)
+
+
+def _single(d, scorer, af, after):
+    d.mkdir(parents=True)
+    m = {"method": "lape", "lang": "af", "lr": 3e-4, "seed": 0, "selection": scorer,
+         "neurons": len(af), "trainable_fraction": 0.01, "ppl_before/target": 100.0,
+         "ppl_after/target": after, "ppl_before/general": 50.0, "ppl_after/general": 49.0,
+         "train_seconds": 60.0}
+    (d / "metrics.json").write_text(json.dumps(m))
+    (d / "neurons.json").write_text(json.dumps({"langs": {"af": [af, []], "en": [[7], []]}}))
+
+
+def test_single_runs_are_rows_at_their_given_rate(tmp_path):
+    _sweep(tmp_path / "s", "lape", [1, 2, 3, 4], [7, 8], (90.0, 92.0))
+    _single(tmp_path / "s" / "runs" / "activation", "activation", [1, 2], 70.0)
+    found = scorer_table.sweeps(tmp_path / "s")
+    assert set(found) == {"lape", "activation"} and found["activation"][1] is None
+    rows = [scorer_table.scorer_row(s, found[s], {}) for s in ("lape", "activation")]
+    act = rows[1]
+    assert act["tuned"] is False and act["lr"] == 3e-4 and act["seeds"] == 1
+    assert act["target"] == pytest.approx([-30.0, 0]) and act["general"][0] == pytest.approx(-2.0)
+    md = scorer_table.markdown(rows, scorer_table.overlaps(rows, "af"), "af")
+    assert "(given, 1 run)" in md and "-30.00 (one seed)" in md and "-9.00 ± 1.41" in md
+    _single(tmp_path / "s" / "again", "activation", [1], 75.0)  # the same scorer twice
+    with pytest.raises(SystemExit, match="selection=activation is in both"):
+        scorer_table.sweeps(tmp_path / "s")
