@@ -152,3 +152,9 @@ def test_deactivation_matrix_logs_each_language_and_measures_the_rise(caplog):
     assert all(v != 0 for v in r["matrix"][0]) and r["matrix"][1] == [0.0, 0.0]
     lines = [m for m in caplog.messages if m.startswith("deactivation:")]
     assert len(lines) == 2 and "a's neurons off" in lines[0] and "(2/2)" in lines[1]
+
+
+def test_progress_lines_share_one_clock():
+    from langsub.clock import clock
+
+    assert (clock(0.4), clock(59.9), clock(102), clock(3600)) == ("0s", "59s", "1m42s", "60m00s")

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 
 import torch
 
+from langsub.clock import since
 from langsub.model.ffn import COMPONENTS, find_ffns
 
 
@@ -42,7 +43,7 @@ def deactivation_matrix(model, test: dict, masks: dict, batch_size: int = 32) ->
         with deactivated(model, masks[k]):
             matrix.append([perplexity(model, test[j], batch_size) / base[j] - 1 for j in test])
         log.info(f"deactivation: {k}'s neurons off, {len(test)} languages measured "
-                 f"({i + 1}/{len(langs)}), elapsed {time.perf_counter() - t0:.0f}s")
+                 f"({i + 1}/{len(langs)}), elapsed {since(t0)}")
     return {"langs": langs, "eval_langs": list(test), "base_ppl": base, "matrix": matrix}
 
 
@@ -114,7 +115,7 @@ def alignment(model, tokenizer, sents: dict[str, list[str]], target: str) -> dic
     for i, (l, s) in enumerate(sents.items()):
         states[l] = pooled_states(model, tokenizer, s)
         log.info(f"alignment: {l} done ({i + 1}/{len(sents)} languages, {len(s)} sentences), "
-                 f"elapsed {time.perf_counter() - t0:.0f}s")
+                 f"elapsed {since(t0)}")
     cos = torch.nn.functional.cosine_similarity
     return {l: cos(states[target], states[l], dim=-1).mean(0).tolist()
             for l in sents if l != target}

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, RandomSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
+from langsub.clock import since
 from langsub.data.corpus import SequenceFormat, corpus_file, load_texts, pack
 from langsub.errors import CorpusError
 
@@ -196,7 +197,7 @@ class LangDataModule(L.LightningDataModule):
         finally:
             if bars:
                 datasets.enable_progress_bars()
-        log.info(f"data: ready in {time.perf_counter() - t0:.0f}s")
+        log.info(f"data: ready in {since(t0)}")
 
     def blocks(self, lang: str, split: str, max_tokens: int | None = None) -> datasets.Dataset:
         key = (lang, split, max_tokens)

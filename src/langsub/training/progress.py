@@ -12,12 +12,9 @@ import time
 
 import lightning as L
 
+from langsub.clock import clock, since
+
 log = logging.getLogger("langsub")
-
-
-def _clock(seconds: float) -> str:
-    m, s = divmod(int(seconds), 60)
-    return f"{m}m{s:02d}s" if m else f"{s}s"
 
 
 class PhaseProgress(L.Callback):
@@ -54,15 +51,15 @@ class PhaseProgress(L.Callback):
         el = now - self.t0
         rate = self.tokens / el if el > 0 else 0.0
         share = f"{100 * self.tokens / self.total:.0f} % " if self.total else ""
-        left = f", about {_clock((self.total - self.tokens) / rate)} left" \
+        left = f", about {clock((self.total - self.tokens) / rate)} left" \
             if self.total and rate > 0 else ""
         log.info(f"{self.what}: {share}{self.tokens:,} tokens, {rate:,.0f} tok/s, "
-                 f"elapsed {_clock(el)}{left}{extra}")
+                 f"elapsed {clock(el)}{left}{extra}")
 
     def _end(self) -> None:
         el = time.perf_counter() - self.t0
         rate = self.tokens / el if el > 0 else 0.0
-        log.info(f"{self.what}: done, {self.tokens:,} tokens in {_clock(el)} ({rate:,.0f} tok/s)")
+        log.info(f"{self.what}: done, {self.tokens:,} tokens in {clock(el)} ({rate:,.0f} tok/s)")
 
     @staticmethod
     def _phase(pl_module) -> str:
@@ -106,7 +103,7 @@ class PhaseProgress(L.Callback):
             ppl = trainer.callback_metrics.get("val/ppl")
             ppl = f", val/ppl {float(ppl):.2f}" if ppl is not None else ""
             log.info(f"training: validation at step {trainer.global_step} in "
-                     f"{_clock(time.perf_counter() - self._val_t0)}{ppl}")
+                     f"{since(self._val_t0)}{ppl}")
 
     # ---------------------------------------------------------------- training
     def on_train_start(self, trainer, pl_module):
