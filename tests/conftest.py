@@ -50,3 +50,9 @@ def embedded():
     if not (TINY / "config.json").exists():
         pytest.fail(f"{TINY} is missing: the embedded model must be committed")
     return AutoModelForCausalLM.from_pretrained(TINY).eval(), AutoTokenizer.from_pretrained(TINY)
+
+
+def pytest_collection_modifyitems(items):
+    """The longest file first: one test file per worker (pyproject's --dist=loadfile), and the
+    Gemma smoke test (its dequantization included) started last would run alone at the end."""
+    items.sort(key=lambda item: item.nodeid.split("::")[0] != "tests/test_gemma.py")

@@ -11,6 +11,7 @@ from langsub.data.corpus import split_of_index
 from langsub.data.datamodule import LangDataModule, Stream, TokenBudgets
 from langsub.errors import CorpusError
 from langsub.data.hub import HubCorpus, config_name, take_budget
+from conftest import TINY
 
 GLOTCC = {"path": None, "name": "{glotcc}", "split": "train", "text_column": "content"}
 FLORES = {"path": None, "name": "{flores}", "valid_split": "dev", "test_split": "devtest",
@@ -91,6 +92,19 @@ def test_streaming_budget_from_a_glotcc_standin(embedded, tmp_path):
     assert other.corpus_identity("af") == dm.corpus_identity("af")
     a, b = dm.blocks("af", "train", 640)[:]["input_ids"], other.blocks("af", "train", 640)[:]["input_ids"]
     assert len(a) == 10 and torch.equal(a, b)
+
+
+def test_the_corpus_key_ignores_the_tokenizer_s_last_truncation():
+    """transformers sets truncation and padding on the shared backend per call: a caller's
+    truncation=True must not move a materialised corpus to another cache key."""
+    from transformers import AutoTokenizer
+
+    from langsub.data.hub import tokenizer_id
+
+    plain, called = AutoTokenizer.from_pretrained(TINY), AutoTokenizer.from_pretrained(TINY)
+    called(["a b c"] * 2, truncation=True, max_length=4, padding="max_length")
+    assert called.backend_tokenizer.truncation is not None  # the backend did change
+    assert tokenizer_id(called) == tokenizer_id(plain)
 
 
 def test_flores_standin_is_valid_and_test(embedded, tmp_path):

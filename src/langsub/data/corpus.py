@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -93,9 +94,18 @@ def tokenizer_digest(tokenizer) -> str | None:
     key = id(tokenizer)
     if key not in _TOKENIZER_DIGESTS:
         backend = getattr(tokenizer, "backend_tokenizer", None)
-        _TOKENIZER_DIGESTS[key] = None if backend is None else hashlib.sha256(
-            backend.to_str().encode()).hexdigest()[:16]
+        _TOKENIZER_DIGESTS[key] = None if backend is None else fingerprint(_pipeline(backend))
     return _TOKENIZER_DIGESTS[key]
+
+
+def _pipeline(backend) -> dict:
+    """The serialized pipeline without its truncation and padding: transformers sets those on
+    the shared backend per call, so the last caller's `truncation=True` must not change the
+    digest (and move a cached corpus or packed split to another key)."""
+    spec = json.loads(backend.to_str())
+    spec.pop("truncation", None)
+    spec.pop("padding", None)
+    return spec
 
 
 def _fingerprints(ds, tokenizer, fmt, pad, block_size) -> tuple[str | None, str | None]:

@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Iterator
 
 from omegaconf import OmegaConf
 
-from langsub.data.corpus import SPLITS, split_of_index
+from langsub.data.corpus import SPLITS, split_of_index, tokenizer_digest
 from langsub.errors import CorpusError
 from langsub.io import atomic_write_text, fingerprint
 
@@ -117,10 +117,8 @@ def local_listing(path: str | Path) -> str | None:
 
 
 def tokenizer_id(tokenizer) -> str:
-    """What decides token counts: the tokenizer's full definition where it has one."""
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    text = backend.to_str() if backend is not None else f"{tokenizer.name_or_path}:{len(tokenizer)}"
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """What decides token counts: the tokenizer's full pipeline where it has one."""
+    return tokenizer_digest(tokenizer) or fingerprint(tokenizer.name_or_path, len(tokenizer))
 
 
 class HubCorpus:
