@@ -150,6 +150,19 @@ def test_paper_suite_config():
     assert tasks_of(_compose("lang=ka")) == []
 
 
+def test_log_likelihood_twins_alone():
+    """eval=paper_ll_offline: the suite's `_ll` tasks only (Welsh has no Belebele), and no
+    FLORES+/SIB-200 names needed."""
+    from langsub.evaluation.benchmarks import tasks_of
+
+    af = tasks_of(_compose("lang=af", "eval=paper_ll_offline"))
+    assert af == [t for t in paper.task_names("af") if t.endswith("_ll")]
+    assert af[0] == "langsub_belebele_af_ll" and "langsub_mmlu_ll" in af and len(af) == 7
+    cy = tasks_of(_compose("lang=cy", "eval=paper_ll_offline"))
+    assert cy == af[1:]
+    assert _problems(_compose("lang=af", "eval=paper_ll_offline", "lang.sib200=null")) == []
+
+
 def test_language_without_names_is_one_line():
     cfg = _compose("lang=af", "eval=paper_offline", "lang.sib200=null")
     (line,) = _problems(cfg)
@@ -213,3 +226,23 @@ def test_train_refuses_offline_suite_before_loading(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "eval=paper_offline" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_report_of_log_likelihood_runs_has_only_their_table(tmp_path):
+    """Runs with eval=paper_ll_offline: the log-likelihood table with its base row and the
+    change of the averages, no empty generation table; the figure drawn from the same."""
+    from langsub.report import paper_table
+
+    def run(method, after):
+        m = {"method": method, "lang": "af"}
+        for task, (b, a) in {"belebele_af_ll": (0.25, after), "mmlu_ll": (0.5, 0.5)}.items():
+            m[f"lm_eval_before/langsub_{task}/acc"], m[f"lm_eval_after/langsub_{task}/acc"] = b, a
+        return m
+
+    runs = [run("lape", 0.5), run("lape", 0.75), run("lora", 0.25)]
+    text = paper_table.table(runs)
+    assert "Generation" not in text and "FLORES" not in text
+    assert "| af | base | 3 | 25.00 | 25.00 | 50.00 |" in text
+    assert "| af | lape | 2 | 62.50 | 62.50 (+37.50) | 50.00 |" in text
+    paper_table.figure(runs, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 1000

@@ -25,7 +25,7 @@ import torch
 from langsub.evaluation import paper
 
 PACKAGE_TASKS = Path(__file__).resolve().parent / "paper_tasks"
-SUITES = ("paper",)
+SUITES = ("paper", "paper_ll")   # paper_ll: its log-likelihood twins only (no generation)
 
 
 def _paths(include_path) -> tuple[str, ...]:
@@ -57,9 +57,11 @@ def tasks_of(cfg) -> list[str]:
     """`eval.lm_eval.tasks`, after the suite's tasks for the run's language (eval=paper)."""
     ecfg = (cfg.get("eval") or {}).get("lm_eval") or {}
     extra = list(ecfg.get("tasks") or [])
-    if ecfg.get("suite") != "paper":
+    if ecfg.get("suite") not in SUITES:
         return extra
     suite = paper.task_names(cfg.lang.code, dict(cfg.lang))
+    if ecfg.get("suite") == "paper_ll":
+        suite = [t for t in suite if t.endswith("_ll")]
     return suite + [t for t in extra if t not in suite]
 
 
@@ -74,7 +76,7 @@ def _suite_problems(cfg, ecfg, tasks: list[str]) -> list[str]:
     if lang.get("code") == "en":
         return ["eval=paper with lang=en: the suite translates to and from English and "
                 "measures the target against it; choose a non-English lang"]
-    missing = [k for k in ("flores", "sib200") if not lang.get(k)]
+    missing = [k for k in ("flores", "sib200") if not lang.get(k)] if suite == "paper" else []
     if missing:
         return [f"lang={lang.get('code')}: conf/lang/{lang.get('code')}.yaml has no "
                 f"{' or '.join(missing)} name, which eval=paper needs (the FLORES+ and "

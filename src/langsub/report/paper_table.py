@@ -90,23 +90,37 @@ def _table(runs: list[dict], mono, general) -> str:
     return "\n".join(lines)
 
 
+def _has(runs: list[dict], columns) -> bool:
+    """Whether any run scored any of `columns` (eval=paper_ll_offline runs no generation)."""
+    return any(score(m, "before", m["lang"], p, metric) is not None
+               for m in present(runs) for _, p, metric in columns)
+
+
 def table(runs: list[dict]) -> str:
-    """Table 2 (generation, the authors' protocol) and the log-likelihood twins, markdown."""
-    return ("Generation with the authors' prompts and letter extraction; translation: "
-            "sentence chrF, otherwise accuracy × 100. Base = before training; each method: "
-            "after, mean over its runs; (change of the average from the base).\n\n"
-            f"{_table(runs, MONO, GENERAL)}\n\nLog-likelihood (lm-eval's formulation of the "
-            f"same items), accuracy × 100:\n\n{_table(runs, LL_MONO, LL_GENERAL)}")
+    """Table 2 (generation, the authors' protocol) and the log-likelihood twins, markdown;
+    each only where the runs have its tasks."""
+    parts = []
+    if _has(runs, MONO + GENERAL):
+        parts.append("Generation with the authors' prompts and letter extraction; translation: "
+                     "sentence chrF, otherwise accuracy × 100. Base = before training; each "
+                     "method: after, mean over its runs; (change of the average from the base)."
+                     f"\n\n{_table(runs, MONO, GENERAL)}")
+    if _has(runs, LL_MONO + LL_GENERAL):
+        parts.append("Log-likelihood (lm-eval's formulation of the same items), accuracy × 100"
+                     f"{'' if parts else '; base = before, each method: after, mean over its runs'}"
+                     f":\n\n{_table(runs, LL_MONO, LL_GENERAL)}")
+    return "\n\n".join(parts)
 
 
 def figure(runs: list[dict], path: Path) -> None:
     """Per language and method: the change of the monolingual and general averages."""
     names, mono, gen = [], [], []
+    cols = (MONO, GENERAL) if _has(runs, MONO + GENERAL) else (LL_MONO, LL_GENERAL)
     for lang, by_method in groups(runs).items():
         everyone = [m for rs in by_method.values() for m in rs]
         for method, rs in by_method.items():
             (b_m, a_m), (b_g, a_g) = (_pair_avg(_row(everyone, "before", lang, c),
-                                                _row(rs, "after", lang, c)) for c in (MONO, GENERAL))
+                                                _row(rs, "after", lang, c)) for c in cols)
             names.append(f"{method}\n{lang}")
             mono.append(0.0 if a_m is None else a_m - b_m)
             gen.append(0.0 if a_g is None else a_g - b_g)
