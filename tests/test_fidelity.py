@@ -11,8 +11,8 @@ from conftest import ROOT
 
 pytest.importorskip("py3langid", reason="pip install -e \".[dev]\" (py3langid)")
 
-from langsub.analysis.fidelity import (config_problems, fidelity, first_line,  # noqa: E402
-                                       identifier, prompts)
+from langsub.analysis.fidelity import (classify, config_problems, fidelity,  # noqa: E402
+                                       first_line, identifier, prompts, rescore)
 
 
 def test_prompts_are_first_halves_of_long_enough_sentences():
@@ -29,6 +29,36 @@ def test_shares_and_the_most_frequent_other_language():
     assert r["langs"] == {"af": 2, "nl": 2, "en": 1}
     assert fidelity(["af"], "af")["top_other"] is None
     assert first_line("\n\n  Dit is goed.\nNext line") == "Dit is goed."
+
+
+def test_a_line_of_punctuation_alone_is_not_a_language():
+    # a continuation that ends the prompt's sentence (".") and goes on below: the identifier
+    # names a language even for "." (py3langid: sr), so the judged line is the next one
+    assert identifier().classify(".")[0] != "af"
+    assert first_line(".\n\nDie regering het vandag aangekondig.") == "Die regering het vandag aangekondig."
+    assert first_line(" ...\n 1996 \n") == ""
+    assert classify([".\n\nDie regering het vandag aangekondig dat die skole weer sal oopmaak",
+                     "\n - \n"]) == ["af", "none"]
+
+
+def test_rescoring_stored_continuations_rewrites_the_shares(tmp_path):
+    (tmp_path / "analysis").mkdir()
+    conts = [".\n\nDie regering het vandag aangekondig dat die skole weer sal oopmaak",
+             " The government announced today that the schools will open again"]
+    (tmp_path / "analysis" / "fidelity_after.jsonl").write_text("".join(
+        json.dumps({"prompt": "p", "continuation": c, "lang": "sr"}) + "\n" for c in conts))
+    stale = {"lang": "af", "target_ppl_change": -0.5, "fidelity_after/target_share": 0.0,
+             "fidelity_after/share/sr": 1.0}
+    (tmp_path / "metrics.json").write_text(json.dumps(stale))
+    rescore(tmp_path)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["fidelity_after/target_share"] == 0.5 and m["fidelity_after/top_other"] == "en"
+    assert "fidelity_after/share/sr" not in m and m["target_ppl_change"] == -0.5
+    rows = [json.loads(l) for l in (tmp_path / "analysis" / "fidelity_after.jsonl").open()]
+    assert [r["lang"] for r in rows] == ["af", "en"] and rows[0]["continuation"] == conts[0]
+    r = subprocess.run([sys.executable, "scripts/rescore_fidelity.py", str(tmp_path / "analysis")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "no metrics.json with analysis/fidelity_<phase>.jsonl" in r.stderr
 
 
 def test_the_identifier_ships_with_its_model_and_tells_af_from_en():

@@ -113,8 +113,58 @@ def continue_greedy(model, tok, texts: list[str], max_new_tokens: int, bos: bool
 
 
 def first_line(text: str) -> str:
-    """The continuation's first non-empty line (what a line-level pass rate judges)."""
-    return next((l.strip() for l in text.splitlines() if l.strip()), "")
+    """The continuation's first line with a letter in it (what a line-level pass rate judges).
+    A line of punctuation alone (the "." that ends the prompt's sentence) carries no language:
+    the identifier would still name one (py3langid says "sr" for "."), so it is skipped."""
+    return next((l.strip() for l in text.splitlines() if any(c.isalpha() for c in l)), "")
+
+
+def classify(continuations: list[str]) -> list[str]:
+    """The language of each continuation's first line with a letter; "none" where it has none."""
+    ident = identifier()
+    return [ident.classify(l)[0] if l else "none" for l in map(first_line, continuations)]
+
+
+def phase_metrics(found: list[str], target: str, phase: str) -> dict:
+    """metrics.json's fidelity_<phase>/… keys for the languages `found`."""
+    res = fidelity(found, target)
+    out = {f"fidelity_{phase}/target_share": res["target_share"],
+           f"fidelity_{phase}/top_other": res["top_other"],
+           f"fidelity_{phase}/top_other_share": res["top_other_share"],
+           f"fidelity_{phase}/n": res["n"]}
+    out.update({f"fidelity_{phase}/share/{l}": c / res["n"] for l, c in res["langs"].items()})
+    return out
+
+
+def rescore(run_dir) -> dict:
+    """Classify a finished run's stored continuations (analysis/fidelity_<phase>.jsonl) again
+    with the current rule, and rewrite those files and metrics.json's fidelity keys: the
+    greedy continuations are the measurement; no model is loaded."""
+    from pathlib import Path
+
+    from langsub.errors import ConfigError
+
+    run_dir = Path(run_dir)
+    m_path = run_dir / "metrics.json"
+    files = {ph: run_dir / "analysis" / f"fidelity_{ph}.jsonl" for ph in ("before", "after")}
+    if not m_path.is_file() or not any(f.is_file() for f in files.values()):
+        raise ConfigError(f"{run_dir}: no metrics.json with analysis/fidelity_<phase>.jsonl "
+                          "(a run made with analysis=[fidelity])")
+    metrics = json.loads(m_path.read_text())
+    target = metrics["lang"]
+    new = {}
+    for phase, f in files.items():
+        if not f.is_file():
+            continue
+        rows = [json.loads(l) for l in f.read_text().splitlines() if l.strip()]
+        found = classify([r["continuation"] for r in rows])
+        atomic_write_text(f, "".join(json.dumps({**r, "lang": l}, ensure_ascii=False) + "\n"
+                                     for r, l in zip(rows, found)))
+        new.update(phase_metrics(found, target, phase))
+    kept = {k: v for k, v in metrics.items()
+            if not any(k.startswith(f"fidelity_{ph}/") for ph in files)}
+    atomic_write_text(m_path, json.dumps({**kept, **new}, indent=1))
+    return new
 
 
 def fidelity(langs: list[str], target: str) -> dict:
@@ -145,20 +195,13 @@ class Fidelity(Analysis):
         conts = continue_greedy(model, ctx.tokenizer, ps, int(f.get("max_new_tokens", 32)),
                                 bos=fmt is not None and fmt.bos is not None)
         model.train(was_training)
-        ident = identifier()
-        lines = [first_line(c) for c in conts]
-        found = [ident.classify(l)[0] if l else "none" for l in lines]
-        res = fidelity(found, target)
+        found = classify(conts)
+        out = phase_metrics(found, target, phase)
         atomic_write_text(ctx.out_dir / f"fidelity_{phase}.jsonl", "".join(
             json.dumps({"prompt": p, "continuation": c, "lang": l}, ensure_ascii=False) + "\n"
             for p, c, l in zip(ps, conts, found)))
         if ctx.logger is not None:
-            ctx.logger.log_metrics({f"fidelity_{phase}/target_share": res["target_share"]})
-        out = {f"fidelity_{phase}/target_share": res["target_share"],
-               f"fidelity_{phase}/top_other": res["top_other"],
-               f"fidelity_{phase}/top_other_share": res["top_other_share"],
-               f"fidelity_{phase}/n": res["n"]}
-        out.update({f"fidelity_{phase}/share/{l}": c / res["n"] for l, c in res["langs"].items()})
+            ctx.logger.log_metrics({f"fidelity_{phase}/target_share": out[f"fidelity_{phase}/target_share"]})
         return out
 
     def before(self, ctx, model):

@@ -46,8 +46,8 @@ def table(runs: list[dict], spec: dict | None) -> str:
     others = _others(runs)
     head = ["method", "runs", f"{target} before", f"{target} after"]
     head += [f"{o} {p}" for o in others for p in ("before", "after")]
-    lines = ["Share of greedy continuations (%) classified as each language (py3langid, first "
-             "line), mean ± std over the runs.", "", "| " + " | ".join(head) + " |",
+    lines = ["Share of greedy continuations (%) classified as each language (py3langid, the first "
+             "line with a letter), mean ± std over the runs.", "", "| " + " | ".join(head) + " |",
              "|" + "---|" * len(head)]
     methods = list(spec["chosen"]) if spec else list(dict.fromkeys(m["method"] for m in runs))
     for method in methods:
