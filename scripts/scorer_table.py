@@ -8,8 +8,10 @@
     python scripts/bench_scorers.py --model tiny --out docs/benchmarks/scorers_tiny.json
     python scripts/scorer_table.py outputs/scorers_af --bench docs/benchmarks/scorers_tiny.json \
       --out docs/scorers/tiny/af
+    # several roots, e.g. lape's row from the method comparison's sweep (its first method):
+    python scripts/scorer_table.py outputs/compare_cy outputs/scorers_cy --out docs/scorers/cy
 
-Reads every compare sweep below ROOT (a `compare.json` and its jobs' metrics.json), grouped
+Reads every compare sweep below each ROOT (a `compare.json` and its jobs' metrics.json), grouped
 by the run's `selection`, and every single run outside a sweep (a metrics.json alone: one
 seed at the rate it was given, labelled "given, one run" — not tuned); per scorer: the
 neurons of the target, the rate the comparison's rule chose (or the run's), target and
@@ -208,14 +210,19 @@ def figure(rows: list[dict], ov: dict, path: Path, target: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("root", type=Path)
+    ap.add_argument("roots", type=Path, nargs="+", metavar="ROOT",
+                    help="directories holding the sweeps and runs (a scorer once among them)")
     ap.add_argument("--bench", type=Path, help="bench_scorers.py's JSON (pass cost)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     bench = {r["pass"]: r for r in json.loads(a.bench.read_text())["rows"]} if a.bench else {}
-    found = sweeps(a.root)
+    found, where = {}, {}
+    for root in a.roots:
+        for scorer, sweep in sweeps(root).items():
+            _add(found, where, scorer, sweep)
     if not found:
-        raise SystemExit(f"{a.root}: no compare sweep (compare.json) nor run (metrics.json) below it")
+        raise SystemExit(f"{' '.join(map(str, a.roots))}: no compare sweep (compare.json) nor "
+                         "run (metrics.json) below")
     order = [s for s in PASS_OF if s in found] + [s for s in found if s not in PASS_OF]
     rows = [scorer_row(s, found[s], bench) for s in order]
     target = found[order[0]][2][0]["lang"]

@@ -96,3 +96,19 @@ def test_single_runs_are_rows_at_their_given_rate(tmp_path):
     _single(tmp_path / "s" / "again", "activation", [1], 75.0)  # the same scorer twice
     with pytest.raises(SystemExit, match="selection=activation is in both"):
         scorer_table.sweeps(tmp_path / "s")
+
+
+def test_several_roots_make_one_table_and_a_scorer_counts_once(tmp_path):
+    _sweep(tmp_path / "a", "lape", [1, 2, 3, 4], [7, 8], (90.0, 92.0))
+    _sweep(tmp_path / "b", "plnd", [3, 4, 5, 6], [7, 8], (80.0, 80.0))
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "scripts" / "scorer_table.py"), "--out", str(out),
+           str(tmp_path / "a"), str(tmp_path / "b")]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((out / "scorers.json").read_text())["rows"]
+    assert [x["scorer"] for x in rows] == ["lape", "plnd"]
+    assert rows[1]["target"] == pytest.approx([-20.0, 0])
+    _sweep(tmp_path / "c", "plnd", [3], [7], (70.0, 70.0))  # plnd again, in a third root
+    r = subprocess.run(cmd + [str(tmp_path / "c")], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode != 0 and "selection=plnd is in both" in r.stderr
