@@ -230,3 +230,14 @@ def test_last_step_is_validated_and_shipped(tmp_path):
     assert m["optimizer_steps"] == 3 and m["best_step"] == 3  # not step 2, the last validated
     assert m["tokens_seen"] == 3 * 16 * 128  # what was trained, not restored from a checkpoint
     assert m["valid_ppl_after/target"] < m["valid_ppl_before/target"]
+
+
+def test_the_report_says_which_scorer_chose_the_neurons():
+    from langsub.report.build import selection_note
+
+    lape = {"method": "lape", "neurons": 40, "selection": "lape", "selection_match": None}
+    assert selection_note([lape, {"method": "lora", "neurons": None}]) == ""
+    plnd = lape | {"selection": "plnd", "selection_match": "lape"}
+    note = selection_note([lape, plnd])
+    assert "`selection=plnd` at `lape`'s count (`selection.match=lape`)" in note
+    assert "`selection=lape`" in note

@@ -83,6 +83,18 @@ def chart(runs: list[dict], path: Path) -> None:
                 path)
 
 
+def selection_note(runs: list[dict]) -> str:
+    """Which scorer chose the neurons, when it is not LAPE on its own budget (a method's name
+    alone does not say: `method=lape selection=plnd` trains PLND's neurons)."""
+    picked = sorted({(m.get("selection") or "lape", m.get("selection_match")) for m in runs
+                     if m.get("neurons")}, key=str)
+    if all(s == "lape" and not match for s, match in picked):
+        return ""
+    return "Neurons chosen by " + "; ".join(
+        f"`selection={s}`" + (f" at `{match}`'s count (`selection.match={match}`)" if match else "")
+        for s, match in picked) + ".\n\n"
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="Compare langsub runs below a directory.")
     ap.add_argument("root", type=Path)
@@ -123,7 +135,7 @@ def write(root: Path, capacity_view: bool = False) -> None:
         paper_table.figure(runs, root / "paper_table.png")
         views.append(f"## The paper's evaluation suite (Table 2)\n\n{paper_table.table(runs)}"
                      f"\n\n![paper suite](paper_table.png)\n\n")
-    body = f"# langsub report: {root}\n\n" + "".join(views) + ("## Every run\n\n" if views else "")
+    body = f"# langsub report: {root}\n\n{selection_note(runs)}" + "".join(views) + ("## Every run\n\n" if views else "")
     atomic_write_text(root / "report.md", body + f"{md}\n\n![perplexity change](report.png)\n")
     atomic_write_text(root / "runs.jsonl", "".join(json.dumps(r) + "\n" for r in rows(runs)))
     print(body + md)
