@@ -236,7 +236,8 @@ def test_the_report_says_which_scorer_chose_the_neurons():
     from langsub.report.build import selection_note
 
     lape = {"method": "lape", "neurons": 40, "selection": "lape", "selection_match": None}
-    assert selection_note([lape, {"method": "lora", "neurons": None}]) == ""
+    assert selection_note([{"method": "lora", "neurons": None}]) == ""
+    assert selection_note([lape]) == "Neurons chosen by `selection=lape`.\n\n"
     plnd = lape | {"selection": "plnd", "selection_match": "lape"}
     note = selection_note([lape, plnd])
     assert "`selection=plnd` at `lape`'s count (`selection.match=lape`)" in note

@@ -84,11 +84,11 @@ def chart(runs: list[dict], path: Path) -> None:
 
 
 def selection_note(runs: list[dict]) -> str:
-    """Which scorer chose the neurons, when it is not LAPE on its own budget (a method's name
-    alone does not say: `method=lape selection=plnd` trains PLND's neurons)."""
+    """Which scorer chose the neurons of the runs that have some (a method's name alone does
+    not say: `method=lape selection=plnd` trains PLND's neurons)."""
     picked = sorted({(m.get("selection") or "lape", m.get("selection_match")) for m in runs
                      if m.get("neurons")}, key=str)
-    if all(s == "lape" and not match for s, match in picked):
+    if not picked:
         return ""
     return "Neurons chosen by " + "; ".join(
         f"`selection={s}`" + (f" at `{match}`'s count (`selection.match={match}`)" if match else "")
