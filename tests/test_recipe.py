@@ -198,6 +198,7 @@ def test_compare_sweep_end_to_end(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     md = (sweep / "report.md").read_text()
     assert "## Fair comparison" in md and "| lape |" in md and (sweep / "pareto.png").is_file()
+    assert "Neurons chosen by `selection=lape`." in md
     # runs.jsonl: every row carries its overrides; the command it records reruns it exactly
     rows = [json.loads(line) for line in (sweep / "runs.jsonl").read_text().splitlines()]
     assert [(r["lr"], r["seed"]) for r in rows] == [(1e-4, 0), (1e-2, 0), (chosen, 1)]
