@@ -38,16 +38,15 @@ PASS_OF = {"lape": "counts", "significance": "counts", "activation": "values",
            "plnd": "importance", "attribution": "gradients"}
 
 
-def sweeps(root: Path) -> dict[str, tuple[Path, dict | None, list[dict]]]:
+def sweeps(*roots: Path) -> dict[str, tuple[Path, dict | None, list[dict]]]:
     """{scorer: (dir, its compare.json or None for a single run, its runs)} for every compare
-    sweep below root and every run outside one; a scorer found twice is one line."""
+    sweep below the roots and every run outside one; a scorer found twice is one line."""
     out, where = {}, {}
-    specs = sorted(root.rglob("compare.json"))
+    specs = sorted(p for root in roots for p in root.rglob("compare.json"))
     for spec_path in specs:
-        d = spec_path.parent
-        _add(out, where, load_runs(d)[0].get("selection"), (d, json.loads(spec_path.read_text()),
-                                                            load_runs(d)))
-    for m_path in sorted(root.rglob("metrics.json")):
+        d, runs = spec_path.parent, load_runs(spec_path.parent)
+        _add(out, where, runs[0].get("selection"), (d, json.loads(spec_path.read_text()), runs))
+    for m_path in sorted(p for root in roots for p in root.rglob("metrics.json")):
         d = m_path.parent
         if any(s.parent in (d, *d.parents) for s in specs):
             continue  # a job of a sweep above
@@ -216,10 +215,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args()
     bench = {r["pass"]: r for r in json.loads(a.bench.read_text())["rows"]} if a.bench else {}
-    found, where = {}, {}
-    for root in a.roots:
-        for scorer, sweep in sweeps(root).items():
-            _add(found, where, scorer, sweep)
+    found = sweeps(*a.roots)
     if not found:
         raise SystemExit(f"{' '.join(map(str, a.roots))}: no compare sweep (compare.json) nor "
                          "run (metrics.json) below")

@@ -135,7 +135,8 @@ def write(root: Path, capacity_view: bool = False) -> None:
         paper_table.figure(runs, root / "paper_table.png")
         views.append(f"## The paper's evaluation suite (Table 2)\n\n{paper_table.table(runs)}"
                      f"\n\n![paper suite](paper_table.png)\n\n")
-    body = f"# langsub report: {root}\n\n{selection_note(runs)}" + "".join(views) + ("## Every run\n\n" if views else "")
+    body = (f"# langsub report: {root}\n\n{selection_note(runs)}" + "".join(views)
+            + ("## Every run\n\n" if views else ""))
     atomic_write_text(root / "report.md", body + f"{md}\n\n![perplexity change](report.png)\n")
     atomic_write_text(root / "runs.jsonl", "".join(json.dumps(r) + "\n" for r in rows(runs)))
     print(body + md)
