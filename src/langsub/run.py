@@ -21,7 +21,7 @@ from langsub.analysis import AnalysisContext, figures, wanted
 from langsub.analysis.registry import run_after, run_before
 from langsub.data.corpus import sequence_format
 from langsub.data.datamodule import LangDataModule
-from langsub.evaluation import before_cache
+from langsub.evaluation import before_cache, heldout
 from langsub.evaluation.benchmarks import run_phase as lm_eval_phase
 from langsub.evaluation.perplexity import geomean
 from langsub.io import atomic_write_text
@@ -223,6 +223,26 @@ def evaluate(job: Job, phase: str) -> None:
     for lang, v in module.last_val.items():
         name = "target" if lang == job.cfg.lang.code else lang
         job.metrics[f"valid_ppl_{phase}/{name}"] = v
+    job.metrics.update(measure_heldout(job, phase, share))
+
+
+def measure_heldout(job: Job, phase: str, share: bool) -> dict:
+    """Held-out perplexity (evaluation/heldout.py) of the model as it stands, on the
+    evaluation device and in the evaluator's precision; the untouched model's from the
+    sweep's cache when `share`."""
+    if not heldout.plan(job.cfg):
+        return {}
+    model, device = job.module.model, job.evaluator.strategy.root_device
+    home = next(model.parameters()).device
+    model.to(device)
+    args = (model, job.tok, job.dm.fmt, job.cfg)
+    kw = {"logger": job.module.logger,
+          "context": job.evaluator.precision_plugin.forward_context()}
+    try:
+        return heldout.measure_before(*args, **kw) if share else \
+            heldout.measure(*args, phase, **kw)
+    finally:
+        model.to(home)
 
 
 def restore_best(job: Job) -> None:
@@ -369,6 +389,11 @@ def write_outputs(job: Job) -> dict:
     return metrics
 
 
+def held_out_set(m: dict) -> str:
+    return next((k.split("/")[1] for k in m if k.startswith("heldout_ppl_before/")
+                 and k.count("/") == 2), "")
+
+
 def print_table(m: dict, out_dir: Path) -> None:
     print(f"\n[langsub] {m['method']} on {m['lang']}: {m['trainable_params']:,} trainable "
           f"({100 * m['trainable_fraction']:.3f} %), neurons {m['neurons']}")
@@ -376,6 +401,16 @@ def print_table(m: dict, out_dir: Path) -> None:
     for name in ("target", "general"):
         b, a = m[f"ppl_before/{name}"], m[f"ppl_after/{name}"]
         print(f"{name + ' ppl':<12}{b:>10.2f}{a:>10.2f}{100 * (a / b - 1):>8.2f}%")
+    for name in ("target", "general"):
+        b, a = m.get(f"heldout_ppl_before/{name}"), m.get(f"heldout_ppl_after/{name}")
+        if b is not None and a is not None:
+            print(f"{name + ' held-out':<12}{b:>10.2f}{a:>10.2f}{100 * (a / b - 1):>8.2f}%"
+                  f"   ({held_out_set(m)}, test half)")
+    for k, b in m.items():  # every other held-out set and language
+        a = m.get(k.replace("heldout_ppl_before/", "heldout_ppl_after/", 1))
+        if k.startswith("heldout_ppl_before/") and k.count("/") == 2 and a is not None:
+            print(f"  {k[len('heldout_ppl_before/'):]:<20}{b:>10.2f}{a:>10.2f}"
+                  f"{100 * (a / b - 1):>8.2f}%")
     for k, b in m.items():  # lm-eval scores, without their standard errors
         a = m.get(k.replace("lm_eval_before/", "lm_eval_after/", 1))
         if k.startswith("lm_eval_before/") and "_stderr" not in k and a is not None:

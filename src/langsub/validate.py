@@ -113,7 +113,8 @@ def _rho_problems(cfg: DictConfig) -> list[str]:
 # this order (a new stage with keys of its own adds its module here, not its rules to this
 # file). The order is the report's order.
 STAGE_CHECKS = ("langsub.methods.checks", "langsub.data.checks", "langsub.training.checks",
-                "langsub.evaluation.benchmarks", "langsub.neurons.scorers",
+                "langsub.evaluation.benchmarks", "langsub.evaluation.heldout",
+                "langsub.neurons.scorers",
                 "langsub.analysis.fidelity", "langsub.model.sources")
 
 
