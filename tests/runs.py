@@ -11,7 +11,7 @@ FAST = ["debug=fast"]
 
 TIMING = ("train_seconds", "stats_cache_hit", "before_cache_hit", "train_tokens_per_s", "stats_seconds",
           "stats_tokens_per_s", "peak_rss_gb", "peak_gpu_memory_gb", "lm_eval_seconds/before",
-          "lm_eval_seconds/after")
+          "lm_eval_seconds/after", "heldout_seconds/before", "heldout_seconds/after")
 
 
 def drop_timing(m: dict) -> dict:

@@ -73,8 +73,8 @@ class CompareSweeper(Sweeper):
         first = self._launch(jobs, 0)
         chosen = {m: compare.choose([r for r in first if r["method"] == m],
                                     self.max_general_rise) for m in self.methods}
-        spec = {"rule": f"best valid target ppl with general valid ppl rise <= "
-                        f"{self.max_general_rise:.0%}", "lr_factors": self.lr_factors,
+        spec = {"rule": compare.rule_text(compare.general_source(first), self.max_general_rise),
+                "lr_factors": self.lr_factors,
                 "grid": grids, "seeds": self.seeds, "methods": self.methods,
                 "max_general_rise": self.max_general_rise}
         compare.write_choice(sweep_dir, chosen, spec)

@@ -61,15 +61,28 @@ class Alignment(Analysis):
         sents = A.parallel_sentences(ctx.cfg.paths.data_dir, langs)
         return A.alignment(model.eval(), ctx.tokenizer, sents, ctx.target)
 
+    def _retrieval(self, ctx, model) -> dict | None:
+        """Tatoeba bitext retrieval target ↔ en per layer (real parallel data, test half)."""
+        d = ((ctx.cfg.get("eval") or {}).get("heldout") or {}).get("dir")
+        pairs = A.tatoeba_pairs(d, ctx.target) if d else None
+        if pairs is None:
+            return None
+        xs, ens = (A.pooled_states(model.eval(), ctx.tokenizer, s) for s in pairs)
+        r = A.retrieval(xs, ens)
+        return {f"{ctx.target}_en": r["a_to_b"], f"en_{ctx.target}": r["b_to_a"], "n": len(pairs[0])}
+
     def before(self, ctx, model):
         ctx.state["alignment"] = self._curves(ctx, model)
+        ctx.state["retrieval"] = self._retrieval(ctx, model)
         return {}
 
     def after(self, ctx, model, delta):
         before, after = ctx.state["alignment"], self._curves(ctx, model)
+        rb, ra = ctx.state["retrieval"], self._retrieval(ctx, model)
         layer = round(0.75 * (len(before["en"]) - 1))
         _write_json(ctx, "alignment", {"target": ctx.target, "layer": layer, "before": before,
-                                       "after": after})
+                                       "after": after, "retrieval_before": rb,
+                                       "retrieval_after": ra})
         from langsub.analysis import figures  # matplotlib: only when drawing
         figures.curves({"before": before["en"], "after": after["en"]}, "layer (0 = embeddings)",
                        f"cosine {ctx.target} ↔ en", "cross-lingual alignment",
@@ -78,8 +91,14 @@ class Alignment(Analysis):
         if exp is not None:
             for i, (b, a) in enumerate(zip(before["en"], after["en"])):
                 exp.add_scalars("analysis/alignment_en", {"before": b, "after": a}, i)
-        return {"alignment/layer": layer, "alignment_before/en": before["en"][layer],
-                "alignment_after/en": after["en"][layer]}
+        out = {"alignment/layer": layer, "alignment_before/en": before["en"][layer],
+               "alignment_after/en": after["en"][layer]}
+        for name, r in (("before", rb), ("after", ra)):  # at the same layer, and the best
+            for k, curve in (r or {}).items():
+                if k != "n":
+                    out[f"retrieval_{name}/{k}"] = curve[layer]
+                    out[f"retrieval_{name}/{k}_best"] = max(curve)
+        return out
 
 
 @register

@@ -121,6 +121,30 @@ def alignment(model, tokenizer, sents: dict[str, list[str]], target: str) -> dic
             for l in sents if l != target}
 
 
+def tatoeba_pairs(heldout_dir, lang: str, limit: int = 200) -> tuple[list[str], list[str]] | None:
+    """(sentences, their English) of the Tatoeba test half of `lang`; None without a file."""
+    import json
+    from pathlib import Path
+
+    p = Path(heldout_dir, "tatoeba", f"{lang}.jsonl")
+    if lang == "en" or not p.is_file():
+        return None
+    rows = [r for r in map(json.loads, p.open(encoding="utf-8")) if r["split"] == "test"][:limit]
+    return [r["text"] for r in rows], [r["en"] for r in rows]
+
+
+def retrieval(a: torch.Tensor, b: torch.Tensor) -> dict[str, list[float]]:
+    """Bitext retrieval accuracy per layer of pooled states a[i] ↔ b[i] ([n, layers, d]):
+    the share of items whose nearest neighbour (cosine) on the other side is their
+    translation, both directions."""
+    a = torch.nn.functional.normalize(a.float(), dim=-1).transpose(0, 1)  # [layers, n, d]
+    b = torch.nn.functional.normalize(b.float(), dim=-1).transpose(0, 1)
+    sim = a @ b.transpose(1, 2)  # [layers, n, n]
+    gold = torch.arange(sim.shape[1])
+    return {"a_to_b": (sim.argmax(2) == gold).float().mean(1).tolist(),
+            "b_to_a": (sim.argmax(1) == gold).float().mean(1).tolist()}
+
+
 @torch.no_grad()
 def weight_change(before: dict[str, torch.Tensor], model) -> dict:
     """Per layer and component: ||W_after − W_before|| / ||W_before|| (Frobenius)."""

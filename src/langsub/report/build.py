@@ -11,7 +11,7 @@ from pathlib import Path
 
 from langsub.errors import ConfigError
 from langsub.io import atomic_write_text
-from langsub.report import capacity, compare, fidelity, forgetting, paper_table  # noqa: I001
+from langsub.report import capacity, compare, fidelity, forgetting, heldout, paper_table  # noqa: I001
 from langsub.report.charts import paired_bars, pct
 
 
@@ -120,6 +120,8 @@ def write(root: Path, capacity_view: bool = False) -> None:
         views.append(f"## Fair comparison\n\n{compare.table(runs, spec)}\n\n"
                      f"![grid](pareto.png)\n\n### Every grid point\n\n"
                      f"{compare.grid_table(runs, spec)}\n\n")
+    if heldout.present(runs):  # held-out text (on by default) and eval=heldout's benchmarks
+        views.append(heldout.section(runs, spec))
     if fidelity.present(runs):  # analysis=[fidelity]: which language the model writes
         views.append(f"## Language fidelity\n\n{fidelity.table(runs, spec)}\n\n"
                      f"{fidelity.examples(root, fidelity.one_per_method(runs, spec))}\n")
