@@ -204,4 +204,4 @@ def test_main_job_with_the_suite_on_the_embedded_model(tmp_path):
         assert m[f"lm_eval_{phase}/heldout_tatoeba_af_en/chrf"] >= 0
     assert m["heldout_ppl_before/general"] == pytest.approx(math.exp(sum(
         math.log(m[f"heldout_ppl_before/tatoeba/{l}"]) for l in ("en", "de")) / 2))
-    assert "target held-out" in r.stdout and "heldout_mmlu/acc" in r.stdout
+    assert "target held-out ppl" in r.stdout and "heldout_mmlu/acc" in r.stdout

@@ -37,6 +37,7 @@ from langsub.training.module import CausalLMModule
 from langsub.training.sweep_resume import resume_or_skip
 from langsub.training.trainers import budget_steps, build_trainers, is_sharded, tokens_per_step
 from langsub.validate import check_config
+from langsub.report.console import print_table
 
 
 @dataclass
@@ -387,32 +388,3 @@ def write_outputs(job: Job) -> dict:
              if k.startswith(("ppl_before/", "ppl_after/")) and isinstance(v, float)})
     print_table(metrics, out_dir)
     return metrics
-
-
-def held_out_set(m: dict) -> str:
-    return next((k.split("/")[1] for k in m if k.startswith("heldout_ppl_before/")
-                 and k.count("/") == 2), "")
-
-
-def print_table(m: dict, out_dir: Path) -> None:
-    print(f"\n[langsub] {m['method']} on {m['lang']}: {m['trainable_params']:,} trainable "
-          f"({100 * m['trainable_fraction']:.3f} %), neurons {m['neurons']}")
-    print(f"{'':<12}{'before':>10}{'after':>10}{'change':>9}")
-    for name in ("target", "general"):
-        b, a = m[f"ppl_before/{name}"], m[f"ppl_after/{name}"]
-        print(f"{name + ' ppl':<12}{b:>10.2f}{a:>10.2f}{100 * (a / b - 1):>8.2f}%")
-    for name in ("target", "general"):
-        b, a = m.get(f"heldout_ppl_before/{name}"), m.get(f"heldout_ppl_after/{name}")
-        if b is not None and a is not None:
-            print(f"{name + ' held-out':<12}{b:>10.2f}{a:>10.2f}{100 * (a / b - 1):>8.2f}%"
-                  f"   ({held_out_set(m)}, test half)")
-    for k, b in m.items():  # every other held-out set and language
-        a = m.get(k.replace("heldout_ppl_before/", "heldout_ppl_after/", 1))
-        if k.startswith("heldout_ppl_before/") and k.count("/") == 2 and a is not None:
-            print(f"  {k[len('heldout_ppl_before/'):]:<20}{b:>10.2f}{a:>10.2f}"
-                  f"{100 * (a / b - 1):>8.2f}%")
-    for k, b in m.items():  # lm-eval scores, without their standard errors
-        a = m.get(k.replace("lm_eval_before/", "lm_eval_after/", 1))
-        if k.startswith("lm_eval_before/") and "_stderr" not in k and a is not None:
-            print(f"{k[len('lm_eval_before/'):]}  {b:.4f} -> {a:.4f}")
-    print(f"run dir: {out_dir}\n")

@@ -220,16 +220,52 @@ def evaluate(model, tokenizer, ecfg, seed: int = 0, device=None,
     return flatten(res["results"])
 
 
+def _before_key(model, tokenizer, cfg, tasks) -> dict:
+    """What the untouched model's scores depend on: the model, the tasks and their files,
+    the item limit, shots and batch size, lm-eval's version."""
+    import lm_eval
+
+    from langsub.io import file_digest
+    from langsub.neurons.cache import model_identity, trainer_precision
+
+    ecfg = cfg.eval.lm_eval
+    files = {str(p.relative_to(d)): file_digest(p) for d in _paths(ecfg.get("include_path"))
+             for p in sorted(Path(d).glob("langsub_heldout/*")) if p.is_file()}
+    return {"kind": "lm_eval", "model": model_identity(model, tokenizer, cfg.model),
+            "precision": trainer_precision(cfg), "tasks": list(tasks), "files": files,
+            "limit": ecfg.get("limit"), "num_fewshot": ecfg.get("num_fewshot"),
+            "batch_size": ecfg.get("batch_size"), "bootstrap_iters": ecfg.get("bootstrap_iters"),
+            "data_dir": ecfg.get("data_dir"),  # no seed: the suite is deterministic
+            # (zero-shot choices, first-n few-shot examples, greedy generation)
+            "lm_eval": getattr(lm_eval, "__version__", None), "version": 1}
+
+
 def run_phase(model, tokenizer, cfg, phase: str, logger=None, device=None) -> dict[str, float]:
     """`lm_eval_<phase>/<task>/<metric>` for metrics.json and TensorBoard, and the phase's
-    wall time `lm_eval_seconds/<phase>`; {} when off."""
+    wall time `lm_eval_seconds/<phase>`; {} when off. The untouched model's scores ("before")
+    of the local suite (eval=heldout) are shared between the runs of a sweep through the
+    before cache (`eval.share_before`): the same base, items and seed give the same scores."""
     ecfg, tasks = cfg.get("eval", {}).get("lm_eval") or {}, tasks_of(cfg)
     if not tasks:
         return {}
+    from langsub.evaluation import before_cache
+
+    share = phase == "before" and ecfg.get("suite") == "heldout" \
+        and cfg.eval.get("share_before", True)
+    if share:
+        key = _before_key(model, tokenizer, cfg, tasks)
+        path = before_cache.path_for(cfg, key)
+        cached = before_cache.load(path, key)
+        if cached is not None:
+            if logger is not None:
+                logger.log_metrics(cached["test"], step=0)
+            return dict(cached["test"])
     start = time.perf_counter()
     scores = {f"lm_eval_{phase}/{k}": v for k, v in
               evaluate(model, tokenizer, ecfg, cfg.seed, device, tasks).items()}
     scores[f"lm_eval_seconds/{phase}"] = round(time.perf_counter() - start, 2)
+    if share:
+        before_cache.save(path, key, scores, {})
     if logger is not None:
         logger.log_metrics(scores, step=0)
     return scores
