@@ -60,7 +60,7 @@ RULES = {
     "alpha": _num(0, 1, True, True),
     "objective": _choice("target", "target_and_general"),
     "general": _langs(1), "analysis_eval_tokens": _int(1), "resume": _bool(),
-    "dry_run": _bool(), "export": _bool(), "debug_errors": _bool(),
+    "dry_run": _bool(), "debug_errors": _bool(),
     "model.dtype": _choice(*DTYPES), "model.quantize": _choice(None, *QUANTIZATIONS),
     "model.revision": ((lambda v: v is None or isinstance(v, str) and v != ""),
                        "a hub commit, branch or tag, or null"), "model.gradient_checkpointing": _bool(),
@@ -115,7 +115,7 @@ def _rho_problems(cfg: DictConfig) -> list[str]:
 STAGE_CHECKS = ("langsub.methods.checks", "langsub.data.checks", "langsub.training.checks",
                 "langsub.evaluation.benchmarks", "langsub.evaluation.heldout",
                 "langsub.neurons.scorers",
-                "langsub.analysis.fidelity", "langsub.model.sources")
+                "langsub.analysis.fidelity", "langsub.model.sources", "langsub.export.checks")
 
 
 def _stage_problems(cfg: DictConfig) -> list[str]:

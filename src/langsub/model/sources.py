@@ -312,3 +312,4 @@ def cfg_for(spec: str) -> DictConfig:
     if Path(spec).is_dir():
         return OmegaConf.create({"path": spec})
     return OmegaConf.create({"hub_id": spec})
+

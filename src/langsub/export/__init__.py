@@ -4,6 +4,8 @@ Apply deltas to a base model (several languages compose into one model):
 
     python -m langsub.export --base assets/tiny-llama --out merged/ \
         --delta outputs/lape/af/<time>/delta.safetensors --delta outputs/lape/is/<time>/delta.safetensors
+    python -m langsub.export --base <base.gguf> --gguf af.gguf --delta …/delta.safetensors
+    python -m langsub.export --base assets/tiny-llama --lora lora_af/ --delta …/delta.safetensors
 
 Each delta is "trained slice - base slice" for its own neurons, in float32. Deltas add: where
 two languages share a neuron, the merged slice is base + delta_1 + delta_2 (task arithmetic);
@@ -172,17 +174,39 @@ def push_to_hub(out: Path, repo: str) -> None:
     api.upload_folder(repo_id=repo, folder_path=str(out))
 
 
-def export(base: str, out: Path, specs: list[str], dtype: str | None = None,
-           push: str | None = None) -> Path:
-    """Everything `python -m langsub.export` does; nothing is written unless every delta
-    fits the base."""
+def _check_out(out: Path | None) -> Path | None:
+    if out is None:
+        return None
     out = out.resolve()
     if out.exists() and (not out.is_dir() or any(out.iterdir())) \
             and not (out / "config.json").is_file():
         raise CheckpointError(f"--out {out}: exists and is not an earlier export (no "
                               "config.json); choose a new or empty directory")
+    return out
+
+
+def export(base: str, out: Path | None, specs: list[str], dtype: str | None = None,
+           push: str | None = None, gguf_out: Path | None = None, gguf_type: str = "Q8_0",
+           lora_out: Path | None = None, lora_each: bool = False) -> Path | None:
+    """Everything `python -m langsub.export` does; nothing is written unless every delta
+    fits the base: the merged model (`out`), a GGUF (`gguf_out`, from a .gguf base) and a
+    peft LoRA adapter (`lora_out`: one for all deltas, or one each)."""
+    from langsub.export import gguf as gguf_export
+
+    if out is None and gguf_out is None and lora_out is None:
+        raise CheckpointError("nothing to write: give --out, --gguf or --lora")
+    out = _check_out(out)
+    if gguf_out is not None:
+        problems = gguf_export.type_problems(gguf_type)
+        if not base.endswith(".gguf"):
+            problems.append(f"--gguf needs a .gguf --base (got {base}); for a transformers base, "
+                            "convert the merged --out directory with llama.cpp's "
+                            "convert_hf_to_gguf.py")
+        if problems:
+            raise CheckpointError(problems[0])
     paths = [resolve_delta(s) for s in specs]
-    metas = [read_delta(p)[1] for p in paths]  # every file checked before the base loads
+    loaded = [read_delta(p) for p in paths]  # every file checked before the base loads
+    metas = [m for _, m in loaded]
     dtype = dtype or delta_dtype(metas)
     from langsub.model.load import load_model
     from langsub.model.sources import cfg_for, source_problems
@@ -197,14 +221,33 @@ def export(base: str, out: Path, specs: list[str], dtype: str | None = None,
     except (OSError, ValueError) as e:
         raise CheckpointError(f"--base {base}: cannot load a causal LM and its tokenizer "
                               f"({str(e).splitlines()[0][:120]})") from None
+    if lora_out is not None:  # from the deltas alone (the base only gives the shapes)
+        from langsub.export import lora
+
+        for info in lora.export([t for t, _ in loaded], model, Path(lora_out), base,
+                                merged=not lora_each):
+            print(f"LoRA adapter -> {info['lora']} (rank <= {info['max_rank']}; vLLM: "
+                  f"--max-lora-rank {info['vllm_max_lora_rank']})")
     apply_deltas(model, paths)
+    langs = ", ".join(m.get("lang", "?") for m in metas)
+    if gguf_out is not None:
+        from langsub.model.sources import gguf_path
+
+        names = sorted({f"{k.rsplit('.', 1)[0]}.weight" for t, _ in loaded for k in t
+                        if k.endswith(".delta")})
+        info = gguf_export.write(gguf_path(source), model, Path(gguf_out), gguf_type, names,
+                                 {"lang": langs, "method": ",".join(m.get("method", "?")
+                                                                    for m in metas)})
+        print(f"GGUF -> {gguf_out} ({len(info['changed'])} tensors in {gguf_type}, "
+              f"{info['bytes'] / 1e6:.1f} MB; base {info['base_bytes'] / 1e6:.1f} MB)")
+    if out is None:
+        return None
     tmp = out.parent / f".{out.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     shutil.rmtree(out, ignore_errors=True)  # empty, or an earlier export
     tmp.rename(out)
-    langs = ", ".join(m.get("lang", "?") for m in metas)
     print(f"applied {len(paths)} delta(s) ({langs}) to {base} ({dtype}) -> {out}")
     if push:
         try:
@@ -222,7 +265,16 @@ def main(argv=None) -> None:
                     help="base model: a directory, a .gguf file (or owner/name:file) or a hub id")
     ap.add_argument("--delta", nargs="+", action="extend", required=True,
                     help="delta.safetensors files or hub ids owner/name[:file] (repeatable)")
-    ap.add_argument("--out", required=True, help="output directory (save_pretrained)")
+    ap.add_argument("--out", default=None, help="output directory of the merged model "
+                    "(save_pretrained)")
+    ap.add_argument("--gguf", default=None, metavar="FILE",
+                    help="write a GGUF: the .gguf --base with the deltas' tensors replaced")
+    ap.add_argument("--gguf-type", default="Q8_0", help="the changed tensors' type "
+                    "(Q8_0, F16, BF16, F32, Q4_0, Q4_1, Q5_0, Q5_1)")
+    ap.add_argument("--lora", default=None, metavar="DIR",
+                    help="write the deltas as an exact peft LoRA adapter (one for all)")
+    ap.add_argument("--lora-each", action="store_true",
+                    help="with --lora: one adapter per delta, in DIR/0, DIR/1, …")
     ap.add_argument("--dtype", choices=DTYPES, default=None,
                     help="load the base in this dtype (default: the one the deltas' run used)")
     ap.add_argument("--push-to-hub", default=None, metavar="REPO",
@@ -230,8 +282,5 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     from langsub.cli import one_line
 
-    one_line(export, a.base, Path(a.out), a.delta, a.dtype, a.push_to_hub)
-
-
-if __name__ == "__main__":
-    main()
+    one_line(export, a.base, Path(a.out) if a.out else None, a.delta, a.dtype, a.push_to_hub,
+             Path(a.gguf) if a.gguf else None, a.gguf_type, a.lora, a.lora_each)
