@@ -361,36 +361,6 @@ def collect_metrics(job: Job) -> dict:
     return m
 
 
-def export_formats(job: Job, opts: dict) -> dict:
-    """export/model.gguf and export/lora/ when asked for: sizes and seconds for metrics.json."""
-    out = {}
-    if opts.get("gguf"):
-        from langsub.export import gguf
-        from langsub.model.sources import gguf_path
-
-        t0 = time.perf_counter()
-        meta = {k: v for k, v in (job.delta_meta or {}).items() if k in
-                ("lang", "method", "base_model", "base_fingerprint", "neurons", "rho")}
-        names = [f"{n.rsplit('.', 1)[0]}.weight" for n in job.delta if n.endswith(".delta")] \
-            if job.delta else None
-        info = gguf.write(gguf_path(job.cfg.model), job.module.model,
-                          job.out_dir / "export" / "model.gguf", opts["gguf_type"], names,
-                          {"lang": job.cfg.lang.code, "method": job.method.name, **meta})
-        out.update({"export/gguf_bytes": info["bytes"], "export/gguf_base_bytes":
-                    info["base_bytes"], "export/gguf_changed_tensors": len(info["changed"]),
-                    "export/gguf_seconds": round(time.perf_counter() - t0, 2)})
-    if opts.get("lora") and job.delta:
-        from langsub.export import lora
-
-        info = lora.export([job.delta], job.module.model, job.out_dir / "export" / "lora",
-                           describe_source(job.cfg.model))[0]
-        out.update({"export/lora_bytes": info["bytes"], "export/lora_max_rank": info["max_rank"],
-                    "export/lora_vllm_max_lora_rank": info["vllm_max_lora_rank"]})
-    for k, v in out.items():
-        print(f"[langsub] {k} = {v}")
-    return out
-
-
 def write_outputs(job: Job) -> dict:
     """neurons.json, figures, export/, delta.safetensors, metrics.json (rank 0 only)."""
     cfg, out_dir, module = job.cfg, job.out_dir, job.module
@@ -411,7 +381,9 @@ def write_outputs(job: Job) -> dict:
     if opts is not None:
         from langsub.export import export_model
         export_model(out_dir, module.model, job.tok, job.delta, job.delta_meta)
-        metrics.update(export_formats(job, opts))
+        from langsub.export.formats import write_formats
+        metrics.update(write_formats(cfg, opts, out_dir / "export", module.model, job.delta,
+                                     job.delta_meta, job.method.name))
     atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=1))
     if module.logger is not None:
         module.logger.log_hyperparams(

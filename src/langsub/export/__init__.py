@@ -185,6 +185,20 @@ def _check_out(out: Path | None) -> Path | None:
     return out
 
 
+def _gguf_of(source, model, loaded, gguf_out: Path, gguf_type: str, langs: str) -> None:
+    """The base GGUF with the deltas' tensors replaced."""
+    from langsub.export import gguf as gguf_export
+    from langsub.model.sources import gguf_path
+
+    names = sorted({f"{k.rsplit('.', 1)[0]}.weight" for t, _ in loaded for k in t
+                    if k.endswith(".delta")})
+    info = gguf_export.write(gguf_path(source), model, gguf_out, gguf_type, names,
+                             {"lang": langs, "method": ",".join(m.get("method", "?")
+                                                                for _, m in loaded)})
+    print(f"GGUF -> {gguf_out} ({len(info['changed'])} tensors in {gguf_type}, "
+          f"{info['bytes'] / 1e6:.1f} MB; base {info['base_bytes'] / 1e6:.1f} MB)")
+
+
 def export(base: str, out: Path | None, specs: list[str], dtype: str | None = None,
            push: str | None = None, gguf_out: Path | None = None, gguf_type: str = "Q8_0",
            lora_out: Path | None = None, lora_each: bool = False) -> Path | None:
@@ -231,24 +245,21 @@ def export(base: str, out: Path | None, specs: list[str], dtype: str | None = No
     apply_deltas(model, paths)
     langs = ", ".join(m.get("lang", "?") for m in metas)
     if gguf_out is not None:
-        from langsub.model.sources import gguf_path
+        _gguf_of(source, model, loaded, Path(gguf_out), gguf_type, langs)
+    if out is not None:
+        _write_merged(model, tok, out, push)
+        print(f"applied {len(paths)} delta(s) ({langs}) to {base} ({dtype}) -> {out}")
+    return out
 
-        names = sorted({f"{k.rsplit('.', 1)[0]}.weight" for t, _ in loaded for k in t
-                        if k.endswith(".delta")})
-        info = gguf_export.write(gguf_path(source), model, Path(gguf_out), gguf_type, names,
-                                 {"lang": langs, "method": ",".join(m.get("method", "?")
-                                                                    for m in metas)})
-        print(f"GGUF -> {gguf_out} ({len(info['changed'])} tensors in {gguf_type}, "
-              f"{info['bytes'] / 1e6:.1f} MB; base {info['base_bytes'] / 1e6:.1f} MB)")
-    if out is None:
-        return None
+
+def _write_merged(model, tok, out: Path, push: str | None) -> None:
+    """save_pretrained into a temporary directory, renamed; then the hub upload if asked."""
     tmp = out.parent / f".{out.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     shutil.rmtree(out, ignore_errors=True)  # empty, or an earlier export
     tmp.rename(out)
-    print(f"applied {len(paths)} delta(s) ({langs}) to {base} ({dtype}) -> {out}")
     if push:
         try:
             push_to_hub(out, push)
@@ -256,7 +267,6 @@ def export(base: str, out: Path | None, specs: list[str], dtype: str | None = No
             raise CheckpointError(f"--push-to-hub {push}: the upload failed ({type(e).__name__}:"
                                   f" {str(e).splitlines()[0][:120]}); {out} is written") from None
         print(f"pushed {out} to the hub as {push}")
-    return out
 
 
 def main(argv=None) -> None:
