@@ -223,3 +223,40 @@ def test_llama_cpp_runs_the_exported_gguf(gguf_run):
             want = shipped.generate(torch.tensor([prompt]), max_new_tokens=8, do_sample=False)
         same += L.greedy(after, prompt, 8) == want[0, len(prompt):].tolist()
     assert same >= len(blocks) * 3 // 4, f"{same} of {len(blocks)} greedy continuations equal"
+
+
+def test_a_crash_while_writing_leaves_no_gguf(gguf_run, tmp_path, monkeypatch):
+    import gguf
+    from transformers import AutoModelForCausalLM
+
+    from langsub.export import gguf as G
+
+    base, run = gguf_run
+    model = AutoModelForCausalLM.from_pretrained(run / "export", dtype=torch.float32)
+
+    def broken(self, *a, **kw):
+        raise OSError("disk full")
+    monkeypatch.setattr(gguf.GGUFWriter, "write_tensor_data", broken)
+    with pytest.raises(OSError, match="disk full"):
+        G.write(base, model, tmp_path / "m.gguf", "Q8_0")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_several_deltas_make_one_adapter_equal_to_their_merge(gguf_run, tmp_path):
+    """af's and ka's deltas: one LoRA adapter (ranks add where both train a module) that
+    peft merges to what `--out` merges (the deltas summed)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    _, af = gguf_run
+    is_run = _train(tmp_path, "lang=ka")
+    deltas = [str(af / "delta.safetensors"), str(is_run / "delta.safetensors")]
+    r = subprocess.run([sys.executable, "-m", "langsub.export", "--base", str(TINY), "--delta",
+                        *deltas, "--lora", str(tmp_path / "lora"), "--out", str(tmp_path / "m")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    base = AutoModelForCausalLM.from_pretrained(TINY, dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, tmp_path / "lora").merge_and_unload().state_dict()
+    want = AutoModelForCausalLM.from_pretrained(tmp_path / "m", dtype=torch.float32).state_dict()
+    for k in want:
+        assert torch.allclose(merged[k], want[k], rtol=0, atol=1e-6), k

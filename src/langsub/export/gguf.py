@@ -119,20 +119,10 @@ def quantize(w: np.ndarray, qtype: str):
     return gguf.quants.quantize(np.ascontiguousarray(w, dtype=np.float32), t), t
 
 
-def write(base: Path, model: torch.nn.Module, out: Path, qtype: str = "Q8_0",
-          names=None, meta: dict | None = None) -> dict:
-    """Write `out` from `base` with the changed tensors of `model` in `qtype`; returns what
-    was written (counts, sizes, the changed tensors)."""
+def _copy(reader, writer, new: dict, meta: dict | None) -> None:
+    """Every field and tensor of `reader` into `writer`, `new` tensors in place of theirs."""
     import gguf
 
-    reader = gguf.GGUFReader(str(base))
-    changed = changed_tensors(reader, model, names)
-    state = {hf: model.state_dict()[hf] for hf in changed}
-    new = {g: quantize(to_gguf_layout(reader, g, state[hf].detach().float().cpu().numpy()), qtype)
-           for hf, g in changed.items()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    writer = gguf.GGUFWriter(str(tmp), _arch(reader), endianess=reader.endianess)
     for field in reader.fields.values():  # as gguf's own gguf_new_metadata.py copies them
         if field.name == gguf.Keys.General.ARCHITECTURE or field.name.startswith("GGUF."):
             continue
@@ -151,6 +141,28 @@ def write(base: Path, model: torch.nn.Module, out: Path, qtype: str = "Q8_0",
         writer.write_tensor_data(new[t.name][0] if t.name in new else t.data,
                                  tensor_endianess=reader.endianess)
     writer.close()
+
+
+def write(base: Path, model: torch.nn.Module, out: Path, qtype: str = "Q8_0",
+          names=None, meta: dict | None = None) -> dict:
+    """Write `out` from `base` with the changed tensors of `model` in `qtype`; returns what
+    was written (counts, sizes, the changed tensors)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(base))
+    changed = changed_tensors(reader, model, names)
+    sd = model.state_dict()
+    state = {hf: sd[hf] for hf in changed}
+    new = {g: quantize(to_gguf_layout(reader, g, state[hf].detach().float().cpu().numpy()), qtype)
+           for hf, g in changed.items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        _copy(reader, gguf.GGUFWriter(str(tmp), _arch(reader), endianess=reader.endianess),
+              new, meta)
+    except BaseException:  # a crash or an interrupt leaves no half-written file behind
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, out)
     return {"gguf": str(out), "bytes": out.stat().st_size, "base_bytes": base.stat().st_size,
             "changed": sorted(changed.values()), "type": qtype}
