@@ -58,3 +58,17 @@ def load(path: Path, key: dict) -> dict | None:
 
 def save(path: Path, key: dict, test: dict, valid: dict) -> None:
     atomic_write_text(path, json.dumps({"key": key, "test": test, "valid": valid}, indent=1))
+
+
+def shared(cfg, key: dict, compute, logger=None) -> dict:
+    """The flat {metric: value} of `compute()` for the untouched model, from the cache when
+    an earlier run stored it under `key` (then logged to `logger` as if measured)."""
+    path = path_for(cfg, key)
+    cached = load(path, key)
+    if cached is not None:
+        if logger is not None:
+            logger.log_metrics(cached["test"], step=0)
+        return dict(cached["test"])
+    out = compute()
+    save(path, key, out, {})
+    return out

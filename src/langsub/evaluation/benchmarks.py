@@ -244,28 +244,26 @@ def run_phase(model, tokenizer, cfg, phase: str, logger=None, device=None) -> di
     """`lm_eval_<phase>/<task>/<metric>` for metrics.json and TensorBoard, and the phase's
     wall time `lm_eval_seconds/<phase>`; {} when off. The untouched model's scores ("before")
     of the local suite (eval=heldout) are shared between the runs of a sweep through the
-    before cache (`eval.share_before`): the same base, items and seed give the same scores."""
+    before cache (`eval.share_before`): the same base and items give the same scores."""
     ecfg, tasks = cfg.get("eval", {}).get("lm_eval") or {}, tasks_of(cfg)
     if not tasks:
         return {}
-    from langsub.evaluation import before_cache
-
     share = phase == "before" and ecfg.get("suite") == "heldout" \
         and cfg.eval.get("share_before", True)
     if share:
-        key = _before_key(model, tokenizer, cfg, tasks)
-        path = before_cache.path_for(cfg, key)
-        cached = before_cache.load(path, key)
-        if cached is not None:
-            if logger is not None:
-                logger.log_metrics(cached["test"], step=0)
-            return dict(cached["test"])
+        from langsub.evaluation import before_cache
+        return before_cache.shared(cfg, _before_key(model, tokenizer, cfg, tasks),
+                                   lambda: run_phase_now(model, tokenizer, cfg, phase, logger,
+                                                         device, tasks), logger)
+    return run_phase_now(model, tokenizer, cfg, phase, logger, device, tasks)
+
+
+def run_phase_now(model, tokenizer, cfg, phase, logger, device, tasks) -> dict[str, float]:
+    ecfg = cfg.get("eval", {}).get("lm_eval") or {}
     start = time.perf_counter()
     scores = {f"lm_eval_{phase}/{k}": v for k, v in
               evaluate(model, tokenizer, ecfg, cfg.seed, device, tasks).items()}
     scores[f"lm_eval_seconds/{phase}"] = round(time.perf_counter() - start, 2)
-    if share:
-        before_cache.save(path, key, scores, {})
     if logger is not None:
         logger.log_metrics(scores, step=0)
     return scores

@@ -158,13 +158,5 @@ def measure_before(model, tokenizer, fmt, cfg, logger=None, context=None) -> dic
 
     if not plan(cfg) or not (cfg.get("eval") or {}).get("share_before", True):
         return measure(model, tokenizer, fmt, cfg, "before", logger, context)
-    key = cache_key(cfg, model, tokenizer, fmt)
-    path = before_cache.path_for(cfg, key)
-    cached = before_cache.load(path, key)
-    if cached is not None:
-        if logger is not None:
-            logger.log_metrics(cached["test"], step=0)
-        return dict(cached["test"])
-    out = measure(model, tokenizer, fmt, cfg, "before", logger, context)
-    before_cache.save(path, key, out, {})
-    return out
+    return before_cache.shared(cfg, cache_key(cfg, model, tokenizer, fmt), lambda: measure(
+        model, tokenizer, fmt, cfg, "before", logger, context), logger)
