@@ -32,7 +32,7 @@ def gguf_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gguf")
     base = write_llama_gguf(TINY, tmp / "tiny.gguf")
     run = _train(tmp, "model.path=null", f"model.gguf={base}", "export.gguf=true",
-                 "export.lora=true")
+                 "export.lora=true", "train.max_steps=16", "train.lr=3e-3")
     return base, run
 
 
@@ -173,10 +173,10 @@ def test_export_command_writes_gguf_and_lora_from_a_delta(gguf_run, tmp_path):
 
 
 def _af_blocks(tok, n=8, size=64):
-    """The af test split packed as the corpus is (the embedded model has no BOS: the first
-    token of a block is context only)."""
-    rows = [json.loads(l)["text"] for l in open(ROOT / "data" / "corpus" / "af.jsonl",
-                                                encoding="utf-8")]
+    """Blocks of the af test split (the embedded model has no BOS: the first token of a
+    block is context only)."""
+    rows = [r["text"] for r in map(json.loads, open(ROOT / "data" / "corpus" / "af.jsonl",
+                                                    encoding="utf-8")) if r["split"] == "test"]
     ids = [t for r in rows if r for t in tok(r + "\n")["input_ids"]][: n * size]
     return [ids[i: i + size] for i in range(0, len(ids), size)]
 
@@ -221,7 +221,7 @@ def test_llama_cpp_runs_the_exported_gguf(gguf_run):
         prompt = b[:24]
         with torch.no_grad():
             want = shipped.generate(torch.tensor([prompt]), max_new_tokens=8, do_sample=False)
-        same += L.greedy(after, prompt, 8) == want[0, len(prompt):].tolist()
+        same += L.greedy(after, prompt, 8, tok.eos_token_id) == want[0, len(prompt):].tolist()
     assert same >= len(blocks) * 3 // 4, f"{same} of {len(blocks)} greedy continuations equal"
 
 

@@ -41,13 +41,16 @@ def perplexity(llm, blocks: list[list[int]], skip_first: int = 1) -> float:
     return math.exp(nll / n)
 
 
-def greedy(llm, ids: list[int], n: int) -> list[int]:
-    """`n` greedy tokens after `ids`."""
+def greedy(llm, ids: list[int], n: int, eos: int | None = None) -> list[int]:
+    """Up to `n` greedy tokens after `ids` (stopping after `eos`, as transformers' generate
+    does)."""
     llm.reset()
     llm.eval(ids)
     out = []
     for _ in range(n):
         t = int(np.argmax(llm.scores[llm.n_tokens - 1]))
         out.append(t)
+        if t == eos:
+            break
         llm.eval([t])
     return out
