@@ -38,3 +38,19 @@ def test_card_documents_the_phenomenon():
     assert len(targets) == 12 and all(r["param_share_pct"] >= 0.1 for r in targets)
     assert card["diag"] >= 2 * card["offdiag"] and card["diag"] >= 2 * card["random_diag"]
 
+
+
+def test_the_output_head_gets_a_contiguous_input():
+    """load_model's pre-hook: transformers' `logits_to_keep` slice reaches the head as a
+    contiguous tensor (a strided one takes a far slower bf16 kernel on CPUs)."""
+    from omegaconf import OmegaConf
+
+    from langsub.model.load import load_model
+
+    model, _ = load_model(OmegaConf.create({"path": str(TINY), "dtype": "float32"}))
+    seen = []
+    model.get_output_embeddings().register_forward_pre_hook(
+        lambda _m, args: seen.append(args[0].is_contiguous()))
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]]), logits_to_keep=1)
+    assert seen == [True]
