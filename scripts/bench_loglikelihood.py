@@ -106,10 +106,19 @@ def main() -> None:
     rows["floor"].pop("result")
     diff = max(abs(x[0] - y[0]) for x, y in zip(ours, theirs))
     same_greedy = all(x[1] == y[1] for x, y in zip(ours, theirs))
+    ref_err = {}
+    if a.dtype != "float32":  # both against lm-eval's own path in float32
+        r = subprocess.run([sys.executable, __file__, "--only", "hflm", "--model", a.model,
+                            "--dtype", "float32", "--items", str(a.items), "--rounds", "1",
+                            "--batch", str(a.batch)], capture_output=True, text=True, check=True)
+        ref = json.loads(r.stdout.strip().splitlines()[-1])["result"]
+        ref_err = {name: max(abs(x[0] - y[0]) for x, y in zip(res, ref))
+                   for name, res in (("hflm", theirs), ("continuation", ours))}
     floor = rows["floor"]["s"]
     info = {"model": a.model, "dtype": a.dtype, "tasks": TASKS, "items_per_task": a.items,
             "batch_size": a.batch, "rounds": a.rounds, "threads": torch.get_num_threads(),
             "max_abs_diff_loglikelihood": diff, "greedy_flags_equal": same_greedy,
+            "max_abs_error_vs_float32_hflm": ref_err,
             "rows": [{**r, "x_floor": round(r["s"] / floor, 2)} for r in rows.values()]}
     print(f"{a.model} {a.dtype}: {rows['hflm']['requests']} requests, "
           f"{rows['hflm']['tokens']} tokens, median of {a.rounds}")
@@ -118,6 +127,8 @@ def main() -> None:
         print(f"| {r['path']} | {r['s']} | {r['tokens_per_s']} | {r['x_floor']} | "
               f"{r['peak_above_model_gb']} |")
     print(f"log-likelihoods: max |difference| {diff:.2e}; greedy flags equal: {same_greedy}")
+    for name, err in ref_err.items():
+        print(f"{name} ({a.dtype}) vs lm-eval's path in float32: max |error| {err:.2e}")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(info, indent=1))
 

@@ -85,11 +85,35 @@ def benchmark_table(runs: list[dict], spec: dict | None) -> str:
     return "\n".join(lines)
 
 
+def retrieval_table(runs: list[dict], spec: dict | None) -> str:
+    """Tatoeba bitext retrieval accuracy (%) before → after, at the alignment layer and the
+    best layer (analysis=[alignment])."""
+    keys = [f"retrieval_after/{k}" for k in _keys(runs, "retrieval_after/")]
+    if not keys:
+        return ""
+    lines = ["| method | seeds | " + " | ".join(k.split("/", 1)[1] for k in keys) + " |",
+             "|" + "---|" * (len(keys) + 2)]
+    for method, rs in groups(runs, spec):
+        rs = [m for m in rs if keys[0] in m]
+        if not rs:
+            continue
+        cells = []
+        for k in keys:
+            b = [100 * m[k.replace("_after/", "_before/")] for m in rs]
+            a = [100 * m[k] for m in rs]
+            cells.append(f"{summary(b)[0]:.1f} → {summary(a)[0]:.1f}")
+        lines.append(f"| {method} | {len(rs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def section(runs: list[dict], spec: dict | None) -> str:
-    bench = benchmark_table(runs, spec)
+    bench, retrieval = benchmark_table(runs, spec), retrieval_table(runs, spec)
     return ("## Held-out text and benchmarks\n\nPerplexity change, % (test halves; mean ± "
             "std over seeds): the corpus (the training register) beside held-out text "
             "(evaluation/heldout.py).\n\n" + table(runs, spec) + "\n\n"
             + (f"Benchmarks (eval=heldout): the base model's score (accuracy %, chrF; ± "
                f"lm-eval's stderr), then each method's change in points.\n\n{bench}\n\n"
-               if bench else ""))
+               if bench else "")
+            + (f"Tatoeba bitext retrieval, target ↔ en (accuracy %, before → after; the "
+               f"alignment layer, and `_best` over layers):\n\n{retrieval}\n\n"
+               if retrieval else ""))
