@@ -14,7 +14,7 @@ from conftest import ROOT, TINY
 from runs import FAST, drop_timing as _drop_timing, fast as _fast
 
 SMALL = ["train.max_tokens=8192", "train.val_every_n_steps=2", "data.ident_max_tokens=4096",
-         "data.eval_max_tokens=1280"]
+         "data.eval_max_tokens=1280", "eval.heldout.max_tokens=1280"]
 pytestmark = pytest.mark.slow
 
 
@@ -44,6 +44,8 @@ def test_sweep_computes_statistics_once(sweep):
     before = [{k: v for k, v in m.items() if k.startswith(("ppl_before/", "valid_ppl_before/"))}
               for _, m in sweep]
     assert len(before[0]) > 10 and before[0] == before[1]
+    held = [{k: v for k, v in m.items() if k.startswith("heldout_ppl_before/")} for _, m in sweep]
+    assert len(held[0]) >= 8 and held[0] == held[1]  # held-out text: the same cache
     assert sweep[0][1]["rho"] == 0.05 and sweep[1][1]["rho"] == 0.02
     assert sweep[0][1]["neurons"] > sweep[1][1]["neurons"] > 0
 
