@@ -205,3 +205,17 @@ def test_main_job_with_the_suite_on_the_embedded_model(tmp_path):
     assert m["heldout_ppl_before/general"] == pytest.approx(math.exp(sum(
         math.log(m[f"heldout_ppl_before/tatoeba/{l}"]) for l in ("en", "de")) / 2))
     assert "target held-out ppl" in r.stdout and "heldout_mmlu/acc" in r.stdout
+
+
+def test_a_missing_benchmark_file_is_one_line(tmp_path):
+    """A copy of the task directory without MMLU's items: refused before any model loads."""
+    import shutil
+
+    from langsub.errors import ConfigError
+    from langsub.validate import check_config
+
+    d = tmp_path / "lm_eval"
+    shutil.copytree(ROOT / "data" / "lm_eval" / "langsub_heldout", d / "langsub_heldout")
+    (d / "langsub_heldout" / "mmlu.jsonl").unlink()
+    with pytest.raises(ConfigError, match="heldout_mmlu's items \\(mmlu.jsonl\\) are missing"):
+        check_config(_compose(["eval=heldout", f"eval.lm_eval.include_path=[{d}]"]))

@@ -78,6 +78,21 @@ def heldout_tasks(code: str, include_path) -> list[str]:
     return [f"heldout_{t}" for t in HELDOUT_GENERAL] + [t for t in target if t in have]
 
 
+def _heldout_file_problems(tasks, include_path) -> list[str]:
+    """A benchmark of eval=heldout whose items file is missing: one line before any model
+    loads (`scripts/build_heldout.py` writes them)."""
+    dirs = [Path(d) / "langsub_heldout" for d in include_path]
+    out = []
+    for t in tasks:
+        name = t[len("heldout_"):] if t.startswith("heldout_") else ""
+        if name not in HELDOUT_GENERAL and not name.startswith("xcopa_"):
+            continue  # Tatoeba's files: eval.heldout's check; other names: lm-eval's index
+        if not any((d / f"{name}.jsonl").is_file() for d in dirs):
+            out.append(f"eval=heldout: {t}'s items ({name}.jsonl) are missing from "
+                       f"{', '.join(map(str, dirs))} (python scripts/build_heldout.py)")
+    return out
+
+
 def _suite_problems(cfg, ecfg, tasks: list[str]) -> list[str]:
     """The suite's language names and datasets (`tasks`: tasks_of(cfg)): offline without
     stand-ins, one line."""
@@ -86,8 +101,8 @@ def _suite_problems(cfg, ecfg, tasks: list[str]) -> list[str]:
         return []
     if suite not in SUITES:
         return [f"eval.lm_eval.suite={suite!r}: allowed is {', '.join(SUITES)} or null"]
-    if suite == "heldout":  # local files: lm-eval's index below finds a missing task
-        return []
+    if suite == "heldout":  # local files: each task's items must be there
+        return _heldout_file_problems(tasks, _paths(ecfg.get("include_path")))
     if lang.get("code") == "en":
         return ["eval=paper with lang=en: the suite translates to and from English and "
                 "measures the target against it; choose a non-English lang"]
