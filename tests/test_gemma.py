@@ -20,7 +20,7 @@ MODELS = ROOT / ".cache" / "models"  # the dequantized checkpoint, shared with t
 SMOKE = ["model=gemma3_270m", "method=lape", "lang=af", f"model.cache_dir={MODELS}",
          "data.langs=[af,en,de]", "general=[en,de]", "data.ident_max_tokens=1024",
          "data.eval_max_tokens=1024", "train.max_steps=3", "train.val_every_n_steps=3",
-         "train.lr=1e-3", "eval.heldout.max_tokens=512", "export.gguf=true", "export.lora=true"]
+         "train.lr=3e-4", "eval.heldout.max_tokens=512", "export.gguf=true", "export.lora=true"]
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +107,12 @@ def test_lora_export_merges_to_the_shipped_weights(gemma_run):
     run, m = gemma_run
     dtype = getattr(torch, m["dtype"])
     base_dir = next(MODELS.glob("gguf-*"))
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype).float()
-    merged = PeftModel.from_pretrained(base, run / "export" / "lora").merge_and_unload().to(dtype)
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
+    for p in base.parameters():  # the weights in float32; buffers (RoPE) as loaded
+        p.data = p.data.float()
+    merged = PeftModel.from_pretrained(base, run / "export" / "lora").merge_and_unload()
+    for p in merged.parameters():
+        p.data = p.data.to(dtype)
     shipped = AutoModelForCausalLM.from_pretrained(run / "export", dtype=dtype)
     ours, theirs = merged.state_dict(), shipped.state_dict()
     for k in theirs:
@@ -137,8 +141,8 @@ def test_llama_cpp_runs_the_exported_gguf(gemma_run):
 
     run, m = gemma_run
     tok = AutoTokenizer.from_pretrained(run / "export")
-    rows = [_json.loads(l)["text"] for l in open(ROOT / "data" / "corpus" / "af.jsonl",
-                                                 encoding="utf-8")]
+    rows = [r["text"] for r in map(_json.loads, open(ROOT / "data" / "corpus" / "af.jsonl",
+                                                     encoding="utf-8")) if r["split"] == "test"]
     ids = [t for r in rows[:400] for t in tok(r + "\n\n", add_special_tokens=False)["input_ids"]]
     blocks = [[2] + ids[i: i + 63] for i in range(0, 63 * 6, 63)]
     shipped = AutoModelForCausalLM.from_pretrained(run / "export", dtype=torch.float32).eval()
@@ -151,4 +155,5 @@ def test_llama_cpp_runs_the_exported_gguf(gemma_run):
     after = L.perplexity(L.load(run / "export" / "model.gguf", n_ctx=64, threads=2), blocks)
     before = L.perplexity(L.load(src, n_ctx=64, threads=2), blocks)
     assert abs(after / torch_ppl - 1) < 0.03, (after, torch_ppl)
-    assert after < before, (after, before)
+    assert m["ppl_after/target"] < m["ppl_before/target"]  # PyTorch: the af test split gained
+    assert after < before, (after, before)  # and so does the GGUF, in llama.cpp
