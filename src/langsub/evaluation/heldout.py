@@ -22,6 +22,8 @@ import contextlib
 import time
 from pathlib import Path
 
+from omegaconf import ListConfig
+
 from langsub.evaluation.perplexity import geomean, perplexity
 
 HALVES = {"test": "heldout_ppl", "valid": "heldout_valid_ppl"}
@@ -58,8 +60,8 @@ def config_problems(cfg) -> list[str]:
     if not h:
         return []
     sets, d, out = h.get("sets"), h.get("dir"), []
-    if not isinstance(sets, (list, tuple)) and sets is not None:
-        sets = list(sets) if hasattr(sets, "__iter__") and not isinstance(sets, str) else sets
+    if isinstance(sets, ListConfig):
+        sets = list(sets)
     if sets is not None and not isinstance(sets, list):
         return [f"eval.heldout.sets={sets!r}: allowed is a list of set names, e.g. "
                 "[tatoeba, wikitext], or []"]

@@ -190,8 +190,7 @@ def _gguf_of(source, model, loaded, gguf_out: Path, gguf_type: str, langs: str) 
     from langsub.export import gguf as gguf_export
     from langsub.model.sources import gguf_path
 
-    names = sorted({f"{k.rsplit('.', 1)[0]}.weight" for t, _ in loaded for k in t
-                    if k.endswith(".delta")})
+    names = gguf_export.delta_weights([t for t, _ in loaded])
     info = gguf_export.write(gguf_path(source), model, gguf_out, gguf_type, names,
                              {"lang": langs, "method": ",".join(m.get("method", "?")
                                                                 for _, m in loaded)})

@@ -18,8 +18,7 @@ def write_formats(cfg, opts: dict, export_dir: Path, model, delta: dict | None,
         t0 = time.perf_counter()
         meta = {k: v for k, v in (delta_meta or {}).items() if k in
                 ("base_model", "base_fingerprint", "neurons", "rho")}
-        names = [f"{n.rsplit('.', 1)[0]}.weight" for n in delta if n.endswith(".delta")] \
-            if delta else None  # a neuron delta names its tensors; else compared to the base
+        names = gguf.delta_weights([delta]) if delta else None  # else compared to the base
         info = gguf.write(gguf_path(cfg.model), model, export_dir / "model.gguf",
                           opts["gguf_type"], names, {"lang": cfg.lang.code, "method": method,
                                                      **meta})

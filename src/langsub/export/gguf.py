@@ -90,6 +90,12 @@ def from_gguf(reader, tensor) -> np.ndarray:
     return w
 
 
+def delta_weights(deltas) -> list[str]:
+    """The weight names neuron deltas (langsub's `<module>.delta` keys) change."""
+    return sorted({f"{k.rsplit('.', 1)[0]}.weight" for d in deltas for k in d
+                   if k.endswith(".delta")})
+
+
 def changed_tensors(reader, model: torch.nn.Module, names=None) -> dict[str, str]:
     """{transformers name: GGUF name} of the tensors training changed: `names` (a neuron
     delta's weights) or, without them, every tensor whose values differ from the GGUF's in
