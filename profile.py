@@ -1,7 +1,10 @@
-"""profile.py: speed and memory of every method against the floor (see docs/BENCHMARKS.md).
+"""profile.py: each method's real training step against the floor (docs/BENCHMARKS.md).
 
-    python profile.py
-    python profile.py hydra.run.dir=outputs/profile
+    python profile.py                            # the embedded model, every method
+    python profile.py model=gemma3_270m methods=[floor,lape,lora]
+    python profile.py model=llama_d512           # the profile shapes, random weights
+
+The same code as `langsub profile ...` (src/langsub/bench/step.py).
 """
 if __name__ != "__main__":
     # Imported as the standard library's `profile` (cProfile does, and Lightning imports
@@ -25,16 +28,6 @@ else:
     ROOT = Path(__file__).resolve().parent
     os.environ.setdefault("LANGSUB_ROOT", str(ROOT))
     sys.path.insert(0, str(ROOT / "src"))
-    from langsub.cli import precheck, user_errors
+    from langsub.cli import main
 
-    precheck(ROOT / "conf")
-    import hydra
-
-    @hydra.main(version_base="1.3", config_path="conf", config_name="profile")
-    @user_errors
-    def main(cfg):
-        from langsub.tools.profiling import profile_all
-
-        profile_all(cfg)
-
-    main()
+    main(["profile", *sys.argv[1:]])

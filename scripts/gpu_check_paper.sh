@@ -4,7 +4,7 @@
 #  2. Llama-3.1-8B's shapes (random weights, all 32 layers) under experiment=paper,
 #     method=lape, 50 steps of 2 x 512 tokens, on a bf16 base and on an nf4 base: measured
 #     peak GPU memory against the dry run's plan, tokens/s of the statistics and of training.
-#   bash scripts/gpu_check_paper.sh OUT_DIR        (then: python scripts/gpu_check_report.py OUT_DIR)
+#   bash scripts/gpu_check_paper.sh OUT_DIR        (then: python -m langsub report gpu-check OUT_DIR)
 #  3. with a second argument `suite` (about 6 min), only the paper's evaluation suite: the
 #     main job on the embedded model perplexity-only vs eval=paper_offline, and on a 1 B-shaped
 #     random Llama (16 layers, d 2048) with eval.lm_eval.limit=20: lm_eval_seconds per phase.
@@ -48,4 +48,4 @@ for q in null nf4; do
   python3 train.py $COMMON model.quantize=$q method.neurons="$OUT/paper_$q/neurons.json" \
     dry_run=true hydra.run.dir="$OUT/plan_$q" | tail -5
 done
-python3 scripts/gpu_check_report.py "$OUT"
+PYTHONPATH=src python3 -m langsub report gpu-check "$OUT"

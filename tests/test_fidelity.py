@@ -56,7 +56,7 @@ def test_rescoring_stored_continuations_rewrites_the_shares(tmp_path):
     assert "fidelity_after/share/sr" not in m and m["target_ppl_change"] == -0.5
     rows = [json.loads(l) for l in (tmp_path / "analysis" / "fidelity_after.jsonl").open()]
     assert [r["lang"] for r in rows] == ["af", "en"] and rows[0]["continuation"] == conts[0]
-    r = subprocess.run([sys.executable, "scripts/rescore_fidelity.py", str(tmp_path / "analysis")],
+    r = subprocess.run([sys.executable, "-m", "langsub", "report", "rescore-fidelity", str(tmp_path / "analysis")],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "no metrics.json with analysis/fidelity_<phase>.jsonl" in r.stderr
 

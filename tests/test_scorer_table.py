@@ -1,4 +1,4 @@
-"""scripts/scorer_table.py: the scorers' comparison read from compare sweeps on disk."""
+"""langsub report scorers (report/scorers.py): the scorers' comparison read from compare sweeps on disk."""
 import json
 import subprocess
 import sys
@@ -7,8 +7,7 @@ import pytest
 
 from conftest import ROOT
 
-sys.path.insert(0, str(ROOT / "scripts"))
-import scorer_table  # noqa: E402
+from langsub.report import scorers as scorer_table
 
 
 def _sweep(root, scorer, af, en, target_after, deact=None):
@@ -45,7 +44,7 @@ def test_table_overlap_and_deactivation(tmp_path):
         {"pass": "counts", "relative_to_forward": 1.1, "tokens_per_s": 10.0},
         {"pass": "importance", "relative_to_forward": 1.2, "tokens_per_s": 9.0}]}))
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "scorer_table.py"),
+    r = subprocess.run([sys.executable, "-m", "langsub", "report", "scorers",
                         str(tmp_path / "s"), "--bench", str(bench), "--out", str(out)],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
@@ -66,7 +65,7 @@ def test_table_overlap_and_deactivation(tmp_path):
 
 
 def test_a_root_without_sweeps_is_one_line(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "scorer_table.py"), str(tmp_path),
+    r = subprocess.run([sys.executable, "-m", "langsub", "report", "scorers", str(tmp_path),
                         "--out", str(tmp_path / "o")], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode != 0 and "no compare sweep" in r.stderr and "nor run" in r.stderr
     assert not scorer_table.sweeps(tmp_path)
@@ -102,7 +101,7 @@ def test_several_roots_make_one_table_and_a_scorer_counts_once(tmp_path):
     _sweep(tmp_path / "a", "lape", [1, 2, 3, 4], [7, 8], (90.0, 92.0))
     _sweep(tmp_path / "b", "plnd", [3, 4, 5, 6], [7, 8], (80.0, 80.0))
     out = tmp_path / "out"
-    cmd = [sys.executable, str(ROOT / "scripts" / "scorer_table.py"), "--out", str(out),
+    cmd = [sys.executable, "-m", "langsub", "report", "scorers", "--out", str(out),
            str(tmp_path / "a"), str(tmp_path / "b")]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr

@@ -6,7 +6,9 @@ builds the model on the meta device (no weights) and only runs when everything e
 """
 from __future__ import annotations
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+import sys
+
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from langsub.errors import ConfigError
 from langsub.methods.checks import shape_problems
@@ -124,11 +126,34 @@ def _stage_problems(cfg: DictConfig) -> list[str]:
     return [p for name in STAGE_CHECKS for p in importlib.import_module(name).config_problems(cfg)]
 
 
+def settle_general(cfg: DictConfig) -> None:
+    """`general` is the ability the target must not cost: the target itself is taken out of
+    it, in one line (`lang=de` with the default list); a list of the target alone is refused."""
+    target, general = cfg.lang.get("code"), cfg.get("general")
+    if not isinstance(general, (list, ListConfig)) or target not in general:
+        return
+    rest = [l for l in general if l != target]
+    if not rest:
+        raise ConfigError(f"general={list(general)}: holds only the target lang={target}; "
+                          "allowed is a list with at least one language that is not trained "
+                          "(e.g. general=[en,de])")
+    print(f"[langsub] general={list(general)} holds the target lang={target}: general ability "
+          f"is measured on {rest}", file=sys.stderr, flush=True)
+    with open_dict(cfg):
+        cfg.general = rest
+
+
 def check_config(cfg: DictConfig) -> None:
-    """Raise ConfigError listing every problem of `cfg`; cheap, loads no weights."""
+    """Raise ConfigError listing every problem of `cfg`; cheap, loads no weights. The one
+    change it makes: the target is taken out of `general` (`settle_general`)."""
     from langsub.analysis import wanted
 
+    code = OmegaConf.select(cfg, "lang.code", default=None)
+    if not isinstance(code, str) or not code:
+        raise ConfigError(f"lang.code={code!r}: allowed is a language code (conf/lang/<code>.yaml)")
     problems = _rule_problems(cfg) + _rho_problems(cfg)
+    if not problems:
+        settle_general(cfg)
     try:
         wanted(cfg.get("analysis"))
     except ConfigError as e:

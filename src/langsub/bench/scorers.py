@@ -1,8 +1,8 @@
 """What each scorer's statistics pass costs: tokens/s of the pass against the plain decoder
 forward it hooks, on the same batch, in the same process; prints a table, writes JSON.
 
-    python scripts/bench_scorers.py                        # model=gemma3_270m, bf16
-    python scripts/bench_scorers.py --model tiny --batch 32 --out docs/benchmarks/scorers_tiny.json
+    langsub bench scorers                        # model=gemma3_270m, bf16
+    langsub bench scorers --model tiny --batch 32 --out docs/benchmarks/scorers_tiny.json
 
 The pass is what `trainer.predict` runs per identification batch (`CausalLMModule.predict_step`
 with the statistic's hooks of `neurons/passes.py` attached): `forward` is the decoder alone
@@ -19,7 +19,7 @@ import statistics
 import time
 from pathlib import Path
 
-from bench_loss import ROOT, model_by_name
+from langsub.bench.loss import ROOT, model_by_name
 
 PASSES = ("forward", "counts", "values", "importance", "gradients")
 SCORERS = {"forward": "", "counts": "lape, significance", "values": "activation",
@@ -50,7 +50,7 @@ def run_pass(module, name: str, batch) -> float:
     return seconds
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="gemma3_270m")
     ap.add_argument("--dtype", default="bfloat16")
@@ -58,7 +58,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "scorers_gemma3_270m.json"))
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
 
     import torch
 

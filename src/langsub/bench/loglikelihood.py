@@ -2,8 +2,8 @@
 `evaluation.continuation.ContinuationLM` (the head at the continuation positions only) and
 the decoder alone (the floor); prints a table, writes JSON.
 
-    python scripts/bench_loglikelihood.py                  # model=gemma3_270m, bfloat16
-    python scripts/bench_loglikelihood.py --model tiny --out docs/benchmarks/loglikelihood_tiny.json
+    langsub bench loglikelihood                  # model=gemma3_270m, bfloat16
+    langsub bench loglikelihood --model tiny --out docs/benchmarks/loglikelihood_tiny.json
 
 The requests are eval=heldout's own (the first `--items` of MMLU, BoolQ and PIQA, built by
 lm-eval from the task YAMLs). Each path runs in a fresh process (its peak resident memory
@@ -22,7 +22,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from langsub.cli import project_root
+
+ROOT = project_root()
 PATHS = ("hflm", "continuation", "floor")
 TASKS = ["heldout_mmlu", "heldout_boolq", "heldout_piqa"]
 
@@ -46,8 +48,7 @@ def requests(items: int):
 
 
 def child(path: str, model_name: str, dtype: str, items: int, rounds: int, batch: int) -> dict:
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from bench_loss import model_by_name
+    from langsub.bench.loss import model_by_name
     from lm_eval.models.huggingface import HFLM
 
     from langsub.evaluation.continuation import ContinuationLM
@@ -83,7 +84,7 @@ def child(path: str, model_name: str, dtype: str, items: int, rounds: int, batch
                 round(rss_gb("VmHWM") - base, 2), "result": result}
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="gemma3_270m")
     ap.add_argument("--dtype", default="bfloat16")
@@ -92,13 +93,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--out", default=str(ROOT / "docs/benchmarks/loglikelihood_gemma3_270m.json"))
     ap.add_argument("--only", choices=PATHS, help=argparse.SUPPRESS)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     if a.only:
         print(json.dumps(child(a.only, a.model, a.dtype, a.items, a.rounds, a.batch)))
         return
     rows = {}
     for p in PATHS:
-        r = subprocess.run([sys.executable, __file__, "--only", p, "--model", a.model, "--dtype",
+        r = subprocess.run([sys.executable, "-m", __spec__.name, "--only", p, "--model", a.model, "--dtype",
                             a.dtype, "--items", str(a.items), "--rounds", str(a.rounds),
                             "--batch", str(a.batch)], capture_output=True, text=True, check=True)
         rows[p] = json.loads(r.stdout.strip().splitlines()[-1])
@@ -108,7 +109,7 @@ def main() -> None:
     same_greedy = all(x[1] == y[1] for x, y in zip(ours, theirs))
     ref_err = {}
     if a.dtype != "float32":  # both against lm-eval's own path in float32
-        r = subprocess.run([sys.executable, __file__, "--only", "hflm", "--model", a.model,
+        r = subprocess.run([sys.executable, "-m", __spec__.name, "--only", "hflm", "--model", a.model,
                             "--dtype", "float32", "--items", str(a.items), "--rounds", "1",
                             "--batch", str(a.batch)], capture_output=True, text=True, check=True)
         ref = json.loads(r.stdout.strip().splitlines()[-1])["result"]

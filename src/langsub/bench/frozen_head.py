@@ -3,22 +3,30 @@ times 16 hidden states sliced the way transformers' `logits_to_keep` slices them
 or made contiguous first (`model/load.contiguous_head_input`), with the weight frozen
 (after training) or trainable (a fresh model); prints a table, writes JSON.
 
-    python scripts/bench_frozen_head.py     # writes docs/benchmarks/frozen_head.json
+    langsub bench frozen-head     # writes docs/benchmarks/frozen_head.json
 """
 from __future__ import annotations
 
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from langsub.cli import project_root
+
+ROOT = project_root()
 
 
-def main(out=ROOT / "docs/benchmarks/frozen_head.json", rounds: int = 3) -> None:
+def main(argv=None) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "docs/benchmarks/frozen_head.json")
+    ap.add_argument("--rounds", type=int, default=3)
+    a = ap.parse_args(argv)
+    out, rounds = a.out, a.rounds
     torch.manual_seed(0)
     head = torch.nn.Linear(640, 262_144, bias=False).to(torch.bfloat16)
     hidden = torch.randn(16, 30, 640, dtype=torch.bfloat16)
@@ -45,4 +53,4 @@ def main(out=ROOT / "docs/benchmarks/frozen_head.json", rounds: int = 3) -> None
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:2])
+    main()

@@ -4,7 +4,7 @@ first), the base GGUF's, and llama.cpp's speed; prints a table, writes JSON.
 
     python train.py model=gemma3_270m method=lape lang=af export.gguf=true export.lora=true \
         hydra.run.dir=outputs/export/gemma3_270m_af_lape
-    python scripts/bench_gguf.py outputs/export/gemma3_270m_af_lape   # docs/benchmarks/gguf_gemma3_270m_af.json
+    langsub bench gguf outputs/export/gemma3_270m_af_lape   # docs/benchmarks/gguf_gemma3_270m_af.json
 """
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from langsub.cli import project_root
+
+ROOT = project_root()
 
 
 def blocks(tok, texts, n: int, size: int = 128) -> list[list[int]]:
@@ -36,12 +38,12 @@ def torch_ppl(model, bs) -> float:
     return math.exp(nll / n)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
     ap.add_argument("--blocks", type=int, default=16)
     ap.add_argument("--out", type=Path, default=ROOT / "docs/benchmarks/gguf_gemma3_270m_af.json")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     from omegaconf import OmegaConf
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -1,6 +1,6 @@
 """Classify the stored greedy continuations of finished runs again, with the current rule.
 
-    python scripts/rescore_fidelity.py outputs/multirun/<time>     # every run below it
+    langsub report rescore-fidelity outputs/multirun/<time>     # every run below it
 
 Each run made with analysis=[fidelity] keeps its continuations in
 analysis/fidelity_<phase>.jsonl: they are the measurement. This rewrites their language labels

@@ -1,16 +1,21 @@
 """The table of scripts/gpu_check_paper.sh: measured peak GPU memory against the dry run's
 plan, and tokens/s, per base (bf16, nf4). Prints it and writes OUT/gpu_check.json.
 
-    python scripts/gpu_check_report.py OUT_DIR
+    langsub report gpu-check OUT_DIR
 """
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 
-def main(out: Path) -> list[dict]:
+def main(argv=None) -> list[dict]:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("out", type=Path, nargs="?", default=Path("outputs/gpu_check_paper"),
+                    help="the directory gpu_check_paper.sh wrote")
+    out = ap.parse_args(argv).out
     rows = []
     for q in ("null", "nf4"):
         plan, run = out / f"plan_{q}" / "plan.json", out / f"paper_{q}" / "metrics.json"
@@ -36,4 +41,4 @@ def main(out: Path) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "outputs/gpu_check_paper"))
+    main()

@@ -1,8 +1,8 @@
 """The loss at real-vocabulary scale: plain (the model's [B, T, V] logits) against chunked
 (training/loss.py), on an evaluation batch and a training step; prints a table, writes JSON.
 
-    python scripts/bench_loss.py                                # model=gemma3_270m, bf16
-    python scripts/bench_loss.py --model tiny --out docs/benchmarks/loss_tiny.json
+    langsub bench loss                                # model=gemma3_270m, bf16
+    langsub bench loss --model tiny --out docs/benchmarks/loss_tiny.json
 
 Each (loss, phase) runs in its own process; peak memory is the process's resident-set high
 water mark over the measured calls alone (reset through /proc/self/clear_refs after the
@@ -18,7 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from langsub.cli import project_root
+
+ROOT = project_root()
 
 
 def _rss(field: str) -> int:
@@ -76,7 +78,7 @@ def one(args) -> dict:
             "peak_extra_gb": (_rss("VmHWM") - base) / 1e9}
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="gemma3_270m")
     ap.add_argument("--dtype", default="bfloat16")
@@ -86,7 +88,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "docs" / "benchmarks" / "loss_gemma3_270m.json"))
     ap.add_argument("--one", nargs=3, metavar=("LOSS", "PHASE", "BATCH"), help=argparse.SUPPRESS)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     if a.one:
         a.loss, a.phase, a.batch = a.one[0], a.one[1], int(a.one[2])
         print(json.dumps(one(a)))
@@ -95,7 +97,7 @@ def main() -> None:
     jobs = [(p, "eval", b) for b in a.eval_batch for p in ("plain", "chunked")] + \
         [(p, "train", a.train_batch) for p in ("plain", "chunked")]
     for loss, phase, batch in jobs:
-        r = subprocess.run([sys.executable, __file__, "--model", a.model, "--dtype", a.dtype,
+        r = subprocess.run([sys.executable, "-m", __spec__.name, "--model", a.model, "--dtype", a.dtype,
                             "--block", str(a.block), "--repeat", str(a.repeat),
                             "--one", loss, phase, str(batch)],
                            capture_output=True, text=True, cwd=ROOT)

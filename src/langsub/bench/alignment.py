@@ -3,8 +3,8 @@ model (its LM head over every position included) against `analysis/maths.pooled_
 (padded batches, the head on one position), and the decoder alone as the floor; prints a
 table, writes JSON.
 
-    python scripts/bench_alignment.py                      # model=gemma3_270m, float32
-    python scripts/bench_alignment.py --model tiny --out docs/benchmarks/alignment_tiny.json
+    langsub bench alignment                      # model=gemma3_270m, float32
+    langsub bench alignment --model tiny --out docs/benchmarks/alignment_tiny.json
 
 Same parallel sentences (data/parallel, the analysis' own), each path timed over all of
 them, the paths alternating in `--rounds` rounds, median. The pooled states of every path
@@ -21,7 +21,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from langsub.cli import project_root
+
+ROOT = project_root()
 
 
 @torch.no_grad()
@@ -47,14 +49,14 @@ def decoder_only(model, tok, texts, batch_size=16):
         decoder(input_ids=enc.input_ids, attention_mask=enc.attention_mask)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="gemma3_270m")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--n", type=int, default=48, help="parallel sentences per language")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default=str(ROOT / "docs/benchmarks/alignment_gemma3_270m.json"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
 
     from bench_loss import model_by_name
     from langsub.analysis.maths import parallel_sentences, pooled_states

@@ -2,7 +2,7 @@
 
     python train.py -m method=lape lang=mt,af,is,cy,mk,lv,lt,sl,sk,et,ka,ne selection=lape,significance export=false
     python -m langsub.analyze <one run per selection> analysis=[deactivation] data.eval_langs=[<all 19>]
-    python scripts/selection_table.py outputs/multirun/<time> --out docs/selection
+    langsub report selection outputs/multirun/<time> --out docs/selection
 
 Reads every run's metrics.json (neurons, target and general test-perplexity change) and, per
 selection, the deactivation matrix of the run that has one (analysis/deactivation.json:

@@ -5,11 +5,11 @@
       python train.py -m experiment=compare 'hydra.sweeper.methods=[lape]' lang=af selection=$s $m \
         'analysis=[deactivation]' hydra.sweep.dir=outputs/scorers_af/$s
     done
-    python scripts/bench_scorers.py --model tiny --out docs/benchmarks/scorers_tiny.json
-    python scripts/scorer_table.py outputs/scorers_af --bench docs/benchmarks/scorers_tiny.json \
+    langsub bench scorers --model tiny --out docs/benchmarks/scorers_tiny.json
+    langsub report scorers outputs/scorers_af --bench docs/benchmarks/scorers_tiny.json \
       --out docs/scorers/tiny/af
     # several roots, e.g. lape's row from the method comparison's sweep (its first method):
-    python scripts/scorer_table.py outputs/compare_cy outputs/scorers_cy --out docs/scorers/cy
+    langsub report scorers outputs/compare_cy outputs/scorers_cy --out docs/scorers/cy
 
 Reads every compare sweep below each ROOT (a `compare.json` and its jobs' metrics.json), grouped
 by the run's `selection`, and every single run outside a sweep (a metrics.json alone: one
@@ -207,13 +207,13 @@ def figure(rows: list[dict], ov: dict, path: Path, target: str) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("roots", type=Path, nargs="+", metavar="ROOT",
                     help="directories holding the sweeps and runs (a scorer once among them)")
     ap.add_argument("--bench", type=Path, help="bench_scorers.py's JSON (pass cost)")
     ap.add_argument("--out", type=Path, required=True)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     bench = {r["pass"]: r for r in json.loads(a.bench.read_text())["rows"]} if a.bench else {}
     found = sweeps(*a.roots)
     if not found:

@@ -2,7 +2,7 @@
 
     python train.py method=lape lang=af hydra.run.dir=runs/af
     python train.py method=lape lang=mt hydra.run.dir=runs/mt
-    python scripts/delta_portability.py runs/af runs/mt [--noise 0.02 0.1] [--out FILE]
+    langsub bench portability runs/af runs/mt [--noise 0.02 0.1] [--out FILE]
 
 For each run's language (test split, the run's block size): perplexity of the base, of the
 base + its delta, of a sibling (the base with seeded Gaussian noise of `noise` × each
@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from langsub.cli import project_root  # noqa: E402
+
+ROOT = project_root()
 
 from langsub.data.corpus import corpus_file, load_texts, pack  # noqa: E402
 from langsub.evaluation.perplexity import perplexity  # noqa: E402

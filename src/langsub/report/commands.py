@@ -1,0 +1,38 @@
+"""`langsub report`: the run comparison, and the tables read from several sweeps.
+
+    langsub report outputs/multirun/<time>             # report.md of the runs below it
+    langsub report scorers outputs/scorers_af --out docs/scorers/tiny
+    langsub report NAME --help                         # a table's own options
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+TABLES = {  # name -> (module, what it writes)
+    "scorers": ("scorers", "the neuron scorers compared at one budget, from compare sweeps"),
+    "selection": ("selection", "the selection rules compared (selection.md/.json)"),
+    "rescore-fidelity": ("rescore", "stored continuations classified again with the current rule"),
+    "gpu-check": ("gpu_check", "scripts/gpu_check_paper.sh's plan vs measured GPU memory"),
+}
+
+
+def usage() -> str:
+    w = max(map(len, TABLES))
+    return ("usage: langsub report DIR [--capacity]      compare the runs below DIR\n"
+            "       langsub report TABLE [options]\n\ntables:\n" + "\n".join(
+                f"  {n:<{w}}  {h}" for n, (_, h) in TABLES.items()))
+
+
+def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage())
+        sys.exit(0 if argv else 2)
+    if argv[0] in TABLES:
+        sys.argv[0] = f"langsub report {argv[0]}"
+        importlib.import_module(f"langsub.report.{TABLES[argv[0]][0]}").main(argv[1:])
+        return
+    from langsub.report.build import main as report
+
+    report(argv)
