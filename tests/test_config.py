@@ -111,12 +111,11 @@ def test_profile_py_does_not_shadow_stdlib_profile():
 def test_both_entry_points_start(tmp_path):
     r = _run(["train.py", "--cfg", "job"])
     assert r.returncode == 0 and "method:" in r.stdout, r.stderr
-    r = _run(["profile.py", "methods=[floor,lape]", "rounds=1", "steps=1", "forward_repeats=1",
-              "batch_size=1", "seq_len=16", "scaling.enabled=false",
-              "profile_model.hidden_size=64", "profile_model.intermediate_size=128",
-              "profile_model.num_hidden_layers=2", "profile_model.vocab_size=128",
-              "profile_model.num_attention_heads=2", "profile_model.num_key_value_heads=2",
-              f"hydra.run.dir={tmp_path}"])
+    r = _run(["profile.py", "profile.methods=[floor,lape]", "profile.rounds=1", "profile.steps=1",
+              "profile.forward_repeats=1", "data.batch_size=1", "data.block_size=16",
+              "model=llama_d512", "model.arch.hidden_size=64", "model.arch.intermediate_size=128",
+              "model.arch.num_hidden_layers=2", "model.arch.num_attention_heads=2",
+              "model.arch.num_key_value_heads=2", f"hydra.run.dir={tmp_path}"])
     assert r.returncode == 0, r.stderr[-2000:]
     import json
     res = json.loads((tmp_path / "profile.json").read_text())
@@ -124,7 +123,23 @@ def test_both_entry_points_start(tmp_path):
               "step_s/lape", "peak_mem_mb/lape", "tokens_per_s/lape", "trainable_params/lape"):
         assert k in res
     assert res["trainable_params/floor"] == 0 and res["trainable_params/lape"] > 0
+    assert res["facts"]["model"] == "llama_d512" and res["facts"]["block_size"] == 16
     assert (tmp_path / "profile.md").exists()
+
+
+@pytest.mark.parametrize("args,says", [
+    (["profile.methods=[floor,nope]"], "profile.methods=['floor', 'nope']: allowed are floor"),
+    (["profile.steps=0"], "profile.steps=0: allowed is an integer >= 1"),
+    (["profile.scaling.enabled=true"], "allowed only for random weights"),
+    (["foo=1"], "Could not override 'foo': no such key"),
+    (["model=nope"], "model=nope is unknown; available:"),
+])
+def test_profile_bad_input_is_one_line(tmp_path, args, says):
+    r = _run(["profile.py", *args, f"hydra.run.dir={tmp_path}/p"])
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-1500:]
+    err = [l for l in r.stderr.strip().splitlines() if l.startswith("error:")]
+    assert len(err) == 1 and says in err[0], r.stderr
+    assert not (tmp_path / "p" / "profile.json").exists()
 
 
 def test_mask_file_problems_before_loading(tmp_path):

@@ -1,9 +1,14 @@
-"""profile.py's pure parts: the FLOP model of lape's cost and the memory children."""
+"""profile.py (bench/): the FLOP model, the memory children, and the real step it times."""
 from __future__ import annotations
 
-import pytest
+import json
+import multiprocessing as mp
 
-from langsub.tools.profiling import flop_model, memory_specs
+import pytest
+import torch
+
+from langsub.bench.children import memory_specs
+from langsub.bench.step import Floor, flop_model, step_child
 
 LLAMA8B = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336,
                num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8)
@@ -28,8 +33,44 @@ def test_flop_model_llama8b_near_five_percent():
 
 @pytest.mark.parametrize("device,expected", [("cpu", 2), ("cuda", 0)])
 def test_one_memory_child_per_configuration_on_the_cpu(device, expected):
-    spec = {"device": device, "model": {"hidden_size": 8}, "rho": 0.05, "steps": 5}
+    spec = {"device": device, "cfg": {"model": {"hidden_size": 8}}, "rho": 0.05, "steps": 5}
     specs = [{**spec, "method": m, "round": r} for r in range(3) for m in ("floor", "lape")]
     mem = memory_specs(specs)
     assert len(mem) == expected
     assert all(s["memory"] and s["steps"] == 1 and "round" not in s for s in mem)
+
+
+def test_the_floor_trains_nothing_but_reaches_the_first_layer(llama):
+    model = Floor().apply(llama)
+    weights = [p for n, p in model.named_parameters() if not n.endswith("floor_gate")]
+    assert not any(p.requires_grad for p in weights)
+    ids = torch.randint(0, 100, (2, 8))
+    model(input_ids=ids, labels=ids).loss.backward()
+    gate = model.get_input_embeddings().floor_gate
+    assert gate.grad is not None and gate.grad.abs() > 0  # the gradient went through every layer
+    assert all(p.grad is None for p in weights)
+
+
+def _child(spec):
+    q = mp.get_context("fork").Queue()
+    step_child(spec, q)
+    return q.get()
+
+
+def test_the_step_is_train_py_s():
+    """The child fits the run config's LightningModule for warm-up + steps batches and times
+    the steps after the warm-up; lape trains a share of the weights."""
+    from hydra import compose, initialize_config_dir
+
+    from conftest import ROOT
+    from langsub.bench.profiler import run_config
+
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("profile", overrides=["data.batch_size=2", "data.block_size=16",
+                                            "paths.output_dir=/tmp"])
+    spec = {"cfg": run_config(cfg, "lape"), "method": "lape", "rho": 0.05, "device": "cpu",
+            "threads": 1, "warmup": 1, "steps": 2}
+    out = _child(spec)
+    assert len(out["times"]) == 2 and all(t > 0 for t in out["times"])
+    assert out["trainable"] > 0 and out["total"] > out["trainable"]
+    json.dumps(out)

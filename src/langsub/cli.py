@@ -171,7 +171,7 @@ def train_task(cfg):
 
 
 def profile_task(cfg):
-    from langsub.bench.step import profile_all
+    from langsub.bench.profiler import profile_all
 
     profile_all(cfg)
 

@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import hydra
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -33,7 +32,7 @@ from langsub.neurons.masks import write_neurons_json
 from langsub.neurons.scorers import selection_of
 from langsub.training.checkpoints import load_trainable
 from langsub.training.launch import ddp_safe_job
-from langsub.training.module import CausalLMModule
+from langsub.training.module import CausalLMModule, module_from_config
 from langsub.training.sweep_resume import resume_or_skip
 from langsub.training.trainers import budget_steps, build_trainers, is_sharded, tokens_per_step
 from langsub.validate import check_config
@@ -106,12 +105,7 @@ def setup(cfg: DictConfig) -> Job:
     steps = budget_steps(cfg, trainer.world_size)  # the token budget needs the world size
     trainer.fit_loop.epoch_loop.max_steps = steps
     dm.budgets = replace(dm.budgets, train=steps * tokens_per_step(cfg, trainer.world_size))
-    module = CausalLMModule(model, dm.eval_langs,
-                            optimizer=hydra.utils.instantiate(cfg.optimizer, _convert_="all"),
-                            scheduler=hydra.utils.instantiate(cfg.scheduler, _convert_="all")
-                            if cfg.get("scheduler") else None,
-                            val_langs=dm.val_langs, general=list(cfg.general),
-                            loss_chunk=cfg.model.get("loss_chunk", "auto"))
+    module = module_from_config(cfg, model, dm.eval_langs, dm.val_langs)
     if dm.hub is not None:  # the stream's budget is known now: check before any real work
         dm.check_blocks()
     return Job(cfg, Path(cfg.paths.output_dir), tok, dm, method, module, trainer, evaluator,

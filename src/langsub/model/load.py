@@ -28,7 +28,7 @@ def load_model(cfg_model: DictConfig, tok=None, quantized: bool = True, on_cpu: 
     from transformers import AutoModelForCausalLM
 
     from langsub.model.quantize import keep_differentiable, quantization_config
-    from langsub.model.sources import resolve
+    from langsub.model.sources import resolve, source_of
 
     src = resolve(cfg_model)
     tok = tok or load_tokenizer(cfg_model)
@@ -37,16 +37,33 @@ def load_model(cfg_model: DictConfig, tok=None, quantized: bool = True, on_cpu: 
     if quantization is not None:  # bitsandbytes quantizes where the weights land
         gpu = torch.cuda.is_available() and not on_cpu
         placement["device_map"] = {"": f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if gpu else "cpu"}
-    model = AutoModelForCausalLM.from_pretrained(
-        src, dtype=getattr(torch, cfg_model.get("dtype", "float32")),
-        attn_implementation=cfg_model.get("attn_implementation"),
-        revision=_revision(cfg_model), quantization_config=quantization, **placement)
+    if source_of(cfg_model).key == "random_init":
+        model = random_model(cfg_model)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(
+            src, dtype=getattr(torch, cfg_model.get("dtype", "float32")),
+            attn_implementation=cfg_model.get("attn_implementation"),
+            revision=_revision(cfg_model), quantization_config=quantization, **placement)
     if quantized and cfg_model.get("quantize"):
         keep_differentiable(model)
     if cfg_model.get("gradient_checkpointing"):
         model.gradient_checkpointing_enable()
     contiguous_head_input(model)
     return model, tok
+
+
+def random_model(cfg_model: DictConfig):
+    """`model.random_init`: the architecture of `model.arch` with seeded random weights, built
+    in `model.dtype` on the GPU when there is one (a CPU init of a big model dominates)."""
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(int(cfg_model.get("seed") or 0))
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    with torch.device(dev):
+        model = AutoModelForCausalLM.from_config(
+            model_config(cfg_model), dtype=getattr(torch, cfg_model.get("dtype", "float32")),
+            attn_implementation=cfg_model.get("attn_implementation"))
+    return model  # the trainer places it (on the GPU it was built on: no copy)
 
 
 def contiguous_head_input(model) -> None:
@@ -73,7 +90,7 @@ def model_config(cfg_model: DictConfig):
 
     from langsub.model import sources
 
-    if sources.source_of(cfg_model).key != "hub_id":
+    if sources.source_of(cfg_model).key not in ("hub_id", "random_init"):
         return sources.config(cfg_model)
     if cfg_model.get("arch"):
         arch = OmegaConf.to_container(cfg_model.arch, resolve=True)

@@ -233,10 +233,23 @@ def _hub_problems(m: DictConfig) -> list[str]:
     return []
 
 
+# ------------------------------------------------------------------ random weights
+def _random_problems(m: DictConfig) -> list[str]:
+    """`model.random_init=true`: a real model's shapes (`arch`) with seeded random weights,
+    for speed and memory (profile.py, GPU checks) without downloading anything."""
+    out = [] if m.get("arch") and m.arch.get("model_type") else \
+        ["model.random_init=true needs model.arch with a model_type (the shapes to build)"]
+    if not m.get("tokenizer") or not Path(m.tokenizer).is_dir():
+        out.append(f"model.tokenizer={m.get('tokenizer')}: model.random_init=true needs a local "
+                   "tokenizer directory whose ids fit arch.vocab_size")
+    return out
+
+
 SOURCES = (
     Source("path", _dir_problems, lambda m: str(m.path)),
     Source("gguf", _gguf_problems, _gguf_resolve),
     Source("gguf_package", _package_problems, _package_resolve),
+    Source("random_init", _random_problems, lambda m: str(m.tokenizer)),  # what it tokenizes with
     Source("hub_id", _hub_problems, lambda m: m.hub_id),
 )
 
@@ -267,8 +280,9 @@ def resolve(m: DictConfig) -> str:
 
 
 def local_dir(m: DictConfig) -> Path | None:
-    """The model's local directory (a dequantized GGUF's too), or None for a hub id."""
-    if source_of(m).key == "hub_id":
+    """The model's local directory (a dequantized GGUF's too), or None for a hub id or
+    random weights."""
+    if source_of(m).key in ("hub_id", "random_init"):
         return None
     return Path(resolve(m))
 
@@ -296,6 +310,8 @@ def describe(m: DictConfig) -> str:
     """The base model's name in metrics and delta headers: the directory, the GGUF (with its
     sha256) or the hub id (with its revision)."""
     key = source_of(m).key
+    if key == "random_init":
+        return f"random:{m.get('name')}"
     if key in ("gguf", "gguf_package"):
         origin = str(m.gguf) if key == "gguf" else f"package:{m.gguf_package}"
         return f"{origin}@sha256:{sha256_file(gguf_path(m))[:16]}"

@@ -218,3 +218,17 @@ class CausalLMModule(L.LightningModule):
                              "(changed rho, seed, mask or data?): resume with the same settings")
         self.tokens_seen = checkpoint.get("tokens_seen", 0)
         self.val_curve = list(checkpoint.get("val_curve", []))
+
+
+def module_from_config(cfg, model: nn.Module, eval_langs: list[str],
+                       val_langs: list[str] | None = None) -> CausalLMModule:
+    """The LightningModule `cfg` trains with: its optimizer and scheduler (`_partial_`
+    factories), its loss chunking, its general languages — for train.py and profile.py alike."""
+    import hydra
+
+    return CausalLMModule(model, eval_langs,
+                          optimizer=hydra.utils.instantiate(cfg.optimizer, _convert_="all"),
+                          scheduler=hydra.utils.instantiate(cfg.scheduler, _convert_="all")
+                          if cfg.get("scheduler") else None,
+                          val_langs=val_langs, general=list(cfg.general),
+                          loss_chunk=cfg.model.get("loss_chunk", "auto"))
