@@ -135,12 +135,12 @@ def _key(embedded, overrides):
     """The statistics cache key of the real config (embedded model and corpus) with overrides."""
     from hydra import compose, initialize_config_dir
 
-    from langsub.run import build_datamodule
+    from langsub.data.datamodule import LangDataModule
 
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=overrides)
     model, tok = embedded
-    return fingerprint(stats_meta(cfg, model, tok, build_datamodule(cfg, tok)))
+    return fingerprint(stats_meta(cfg, model, tok, LangDataModule.from_config(cfg, tok)))
 
 
 def test_cache_key_covers_dtype_precision_and_revision(embedded):

@@ -84,7 +84,7 @@ def analyze(run_dir: Path, overrides: list[str]) -> dict:
     from langsub.evaluation.benchmarks import run_phase
     from langsub.export import apply_deltas
     from langsub.model.load import load_model
-    from langsub.run import build_datamodule
+    from langsub.data.datamodule import LangDataModule
     from langsub.validate import check_config
 
     cfg = run_config(run_dir, overrides)
@@ -94,7 +94,7 @@ def analyze(run_dir: Path, overrides: list[str]) -> dict:
     if problems:
         raise ConfigError("\n".join(problems))
     model, tok = load_model(cfg.model, quantized=False)  # the base a delta is shipped on
-    dm = build_datamodule(cfg, tok)
+    dm = LangDataModule.from_config(cfg, tok)
     masks, trained = _masks(run_dir, cfg.lang.code)
     delta_file = run_dir / "delta.safetensors"
     delta = load_file(str(delta_file)) if delta_file.is_file() else None
@@ -122,7 +122,7 @@ def add_to_metrics(path: Path, res: dict) -> None:
 
 
 def main(argv=None) -> None:
-    from langsub.cli import fail, one_line
+    from langsub.errors import fail, one_line
 
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0].startswith("-"):

@@ -11,56 +11,14 @@ bug and keeps its traceback.
 """
 from __future__ import annotations
 
-import functools
 import os
 import sys
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from langsub.errors import USER_ERRORS
-
-_PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # a checkout: where conf/ and data/ are
-
-
-def project_root() -> Path:
-    """Where conf/, data/ and assets/ are: LANGSUB_ROOT, else this checkout, else the cwd;
-    exported as LANGSUB_ROOT (paths.root_dir reads it)."""
-    default = _PACKAGE_ROOT if (_PACKAGE_ROOT / "conf").is_dir() else Path.cwd()
-    return Path(os.environ.setdefault("LANGSUB_ROOT", str(default)))
-
-
-# ------------------------------------------------------------------ one error path
-def fail(message: str, code: int = 2) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
-    sys.exit(code)
-
-
-def one_line(fn, *args, also: tuple = (), debug: bool = False):
-    """`fn(*args)`, with every user error (and the exception types in `also`, e.g. Hydra's
-    for a malformed override: their first line) as one line on stderr and exit code 2 —
-    the one error path of every command. `debug` or LANGSUB_DEBUG=1: the traceback too."""
-    try:
-        return fn(*args)
-    except (*USER_ERRORS, *also) as e:
-        if debug or os.environ.get("LANGSUB_DEBUG"):
-            traceback.print_exc()
-        text = str(e).strip()
-        if not isinstance(e, USER_ERRORS):
-            text = text.splitlines()[0] if text else type(e).__name__
-        fail(text.replace("\n", "\n       "))
-
-
-def user_errors(fn):
-    """A Hydra task function with `one_line`'s error path (debug_errors=true: the traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(cfg, *a, **kw):
-        return one_line(fn, cfg, *a, **kw, debug=bool(cfg.get("debug_errors")))
-
-    return wrapper
-
+from langsub.errors import fail, user_errors
+from langsub.paths import project_root
 
 # ------------------------------------------------------------------ overrides, checked early
 def _values(val: str) -> list[str]:

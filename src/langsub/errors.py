@@ -1,10 +1,15 @@
 """The project's own error types: a problem the user can fix, reported in one line.
 
 Each is also a ValueError (FloatingPointError for a diverged loss) so that callers that
-catch the builtin keep working; `cli.user_errors` catches `LangsubError` only, so a bug
+catch the builtin keep working; `user_errors` catches `LangsubError` only, so a bug
 anywhere else keeps its traceback.
 """
 from __future__ import annotations
+
+import functools
+import os
+import sys
+import traceback
 
 
 class LangsubError(Exception):
@@ -36,3 +41,34 @@ class TrainingDiverged(LangsubError, FloatingPointError):
 
 
 USER_ERRORS = (LangsubError,)
+
+
+# ------------------------------------------------------------------ the one error path
+def fail(message: str, code: int = 2) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def one_line(fn, *args, also: tuple = (), debug: bool = False):
+    """`fn(*args)`, with every user error (and the exception types in `also`, e.g. Hydra's
+    for a malformed override: their first line) as one line on stderr and exit code 2 —
+    the one error path of every command. `debug` or LANGSUB_DEBUG=1: the traceback too."""
+    try:
+        return fn(*args)
+    except (*USER_ERRORS, *also) as e:
+        if debug or os.environ.get("LANGSUB_DEBUG"):
+            traceback.print_exc()
+        text = str(e).strip()
+        if not isinstance(e, USER_ERRORS):
+            text = text.splitlines()[0] if text else type(e).__name__
+        fail(text.replace("\n", "\n       "))
+
+
+def user_errors(fn):
+    """A Hydra task function with `one_line`'s error path (debug_errors=true: the traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(cfg, *a, **kw):
+        return one_line(fn, cfg, *a, **kw, debug=bool(cfg.get("debug_errors")))
+
+    return wrapper

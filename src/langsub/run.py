@@ -1,72 +1,45 @@
 """The main job, stage by stage: set up, measure before, identify, train, measure after, write.
 
-State travels in one `Job`; each stage is a function of it. The analyses and benchmarks
-run through their registries, so `python -m langsub.analyze` runs the same code.
+State travels in one `Job` (job.py); each stage is a function of it. Measurements live in
+measure.py; where the shipped base comes from (the model that trains, or the full-precision
+base of a quantized run) is the `Base` strategy of run_base.py. The analyses and benchmarks
+run through their registries, so `langsub analyze` runs the same code.
 """
 from __future__ import annotations
 
-import gc
 import json
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from langsub.analysis import AnalysisContext, figures, wanted
-from langsub.analysis.registry import run_after, run_before
-from langsub.data.corpus import sequence_format
+from langsub.analysis import figures, wanted
+from langsub.analysis.registry import run_after
 from langsub.data.datamodule import LangDataModule
-from langsub.evaluation import before_cache, heldout
 from langsub.evaluation.benchmarks import run_phase as lm_eval_phase
 from langsub.evaluation.perplexity import geomean
 from langsub.io import atomic_write_text
-from langsub.methods import Method, build_method, count_params
+from langsub.job import Job
+from langsub.measure import evaluate, measure_base
+from langsub.methods import build_method, count_params
 from langsub.model.load import load_model, load_tokenizer
 from langsub.model.sources import describe as describe_source
-from langsub.neurons.identify import Identification, identify
+from langsub.run_base import base_of
+from langsub.neurons.identify import identify
 from langsub.neurons.masks import write_neurons_json
 from langsub.neurons.scorers import selection_of
 from langsub.training.checkpoints import load_trainable
 from langsub.training.launch import ddp_safe_job
-from langsub.training.module import CausalLMModule, module_from_config
+from langsub.training.module import module_from_config
 from langsub.training.sweep_resume import resume_or_skip
 from langsub.training.trainers import budget_steps, build_trainers, is_sharded, tokens_per_step
 from langsub.validate import check_config
 from langsub.export.checks import options as export_options
 from langsub.report.console import print_table
-
-
-@dataclass
-class Job:
-    """Everything one run holds between its stages."""
-
-    cfg: DictConfig
-    out_dir: Path
-    tok: object
-    dm: LangDataModule
-    method: Method
-    module: CausalLMModule
-    trainer: L.Trainer
-    evaluator: L.Trainer
-    total_params: int
-    ident: Identification | None = None
-    trained_mask: list | None = None
-    analyses: list = field(default_factory=list)
-    actx: AnalysisContext | None = None
-    delta: dict | None = None
-    delta_meta: dict | None = None
-    metrics: dict = field(default_factory=dict)
-
-
-def build_datamodule(cfg: DictConfig, tok) -> LangDataModule:
-    """The data module of `cfg.data`, its blocks laid out as the model was trained."""
-    return LangDataModule.from_config(cfg, tok, sequence_format(
-        tok, cfg.model.get("add_bos", "auto"), cfg.model.get("doc_separator")))
-
 
 def run(cfg: DictConfig, checked: bool = False) -> dict:
     """Everything `python train.py` does; returns metrics.json's content. `checked`: the
@@ -90,7 +63,7 @@ def run(cfg: DictConfig, checked: bool = False) -> dict:
 def setup(cfg: DictConfig) -> Job:
     """Data (checked before the model loads), model, method, trainers, LightningModule."""
     tok = load_tokenizer(cfg.model)
-    dm = build_datamodule(cfg, tok)
+    dm = LangDataModule.from_config(cfg, tok)
     if dm.hub is None:  # a local corpus: short data fails here, before the model loads
         dm.check_blocks()  # (a hub stream's budget needs the world size: checked below)
         if "fidelity" in {a.name for a in wanted(cfg.get("analysis"))}:
@@ -109,7 +82,7 @@ def setup(cfg: DictConfig) -> Job:
     if dm.hub is not None:  # the stream's budget is known now: check before any real work
         dm.check_blocks()
     return Job(cfg, Path(cfg.paths.output_dir), tok, dm, method, module, trainer, evaluator,
-               total)
+               total, base=base_of(cfg))
 
 
 def measure_before(job: Job) -> None:
@@ -118,7 +91,7 @@ def measure_before(job: Job) -> None:
     cfg, module = job.cfg, job.module
     # this also starts the distributed processes, so that later decisions (cache hit,
     # resume) can be shared between them
-    evaluate(job, "before_quantized" if quantized(cfg) else "before")
+    evaluate(job, job.base.before_phase)
     if job.method.needs_neurons:  # from the model that trains (a quantized one: its own)
         t0 = time.perf_counter()
         job.ident = identify(cfg, module, job.dm, job.method.source(cfg.lang.code))
@@ -128,24 +101,8 @@ def measure_before(job: Job) -> None:
                 float(job.ident.n_tokens.sum()) / seconds, 1))
         job.trained_mask = job.method.neurons(job.ident.masks, cfg.lang.code, module.model,
                                               cfg.seed)
-    if not quantized(cfg):
+    if job.base.measures_base_first:
         measure_base(job)
-
-
-def quantized(cfg: DictConfig) -> bool:
-    return cfg.model.get("quantize") is not None
-
-
-def measure_base(job: Job) -> None:
-    """Benchmarks and analyses of the base the trained tensors are shipped on."""
-    cfg, module = job.cfg, job.module
-    device = job.evaluator.strategy.root_device
-    job.metrics.update(lm_eval_phase(module.model, job.tok, cfg, "before", module.logger, device))
-    job.analyses = wanted(cfg.get("analysis"))
-    job.actx = AnalysisContext(cfg, job.out_dir / "analysis", job.tok, job.dm,
-                               job.ident.masks if job.ident else None, job.trained_mask,
-                               module.logger)
-    job.metrics.update(run_before(job.analyses, job.actx, module.model))
 
 
 def train(job: Job) -> None:
@@ -192,55 +149,6 @@ def peak_memory(device: torch.device) -> dict:
     return {"peak_rss_gb": round(kb * 1024 / 1e9, 3)}
 
 
-def evaluate(job: Job, phase: str) -> None:
-    """Perplexity of every evaluation language (test split) and of the validation languages
-    (valid split: `valid_ppl_<phase>/<lang>`, the criterion a learning-rate search uses).
-    The untouched model's ("before") come from the sweep's shared cache when it has them."""
-    module = job.module
-    module.phase = phase
-    share = (phase == "before" and job.cfg.eval.get("share_before", True)
-             and job.evaluator.world_size == 1 and not quantized(job.cfg))
-    if share:
-        key = before_cache.meta(job.cfg, module, job.dm)
-        path = before_cache.path_for(job.cfg, key)
-        cached = before_cache.load(path, key)
-        job.metrics["before_cache_hit"] = cached is not None
-    if share and cached is not None:
-        module.results.update(cached["test"])
-        module.last_val = dict(cached["valid"])
-        if module.logger is not None:
-            module.logger.log_metrics(cached["test"], step=0)
-    else:
-        job.evaluator.test(module, datamodule=job.dm, verbose=False)
-        job.evaluator.validate(module, datamodule=job.dm, verbose=False)
-        if share:
-            before_cache.save(path, key, {k: v for k, v in module.results.items()
-                                          if k.startswith(f"ppl_{phase}/")}, module.last_val)
-    for lang, v in module.last_val.items():
-        name = "target" if lang == job.cfg.lang.code else lang
-        job.metrics[f"valid_ppl_{phase}/{name}"] = v
-    job.metrics.update(measure_heldout(job, phase, share))
-
-
-def measure_heldout(job: Job, phase: str, share: bool) -> dict:
-    """Held-out perplexity (evaluation/heldout.py) of the model as it stands, on the
-    evaluation device and in the evaluator's precision; the untouched model's from the
-    sweep's cache when `share`."""
-    if not heldout.plan(job.cfg):
-        return {}
-    model, device = job.module.model, job.evaluator.strategy.root_device
-    home = next(model.parameters()).device
-    model.to(device)
-    args = (model, job.tok, job.dm.fmt, job.cfg)
-    kw = {"logger": job.module.logger,
-          "context": job.evaluator.precision_plugin.forward_context()}
-    try:
-        return heldout.measure_before(*args, **kw) if share else \
-            heldout.measure(*args, phase, **kw)
-    finally:
-        model.to(home)
-
-
 def restore_best(job: Job) -> None:
     """The model that is shipped: the best of every validated step and the last step.
 
@@ -277,52 +185,12 @@ def measure_after(job: Job) -> None:
     restore_best(job)
     module = job.module
     job.delta = job.method.delta(module.model)
-    if quantized(job.cfg):
-        evaluate(job, "after_quantized")
-        ship_on_full_precision(job)
-    else:
-        job.delta_meta = delta_header(job)  # fingerprints the frozen base: before the merge
-        module.model = job.method.merge(module.model)  # a plain transformers model from here
+    job.base.ship(job)
     evaluate(job, "after")
     device = job.evaluator.strategy.root_device
     job.metrics.update(lm_eval_phase(module.model, job.tok, job.cfg, "after", module.logger,
                                      device))
     job.metrics.update(run_after(job.analyses, job.actx, module.model, job.delta))
-
-
-def ship_on_full_precision(job: Job) -> None:
-    """A quantized run ships its trained tensors on the full-precision base (as QLoRA merges
-    into bf16): the quantized model is freed, the base loaded in `model.dtype`, measured
-    before (perplexity, benchmarks, analyses) and merged with the trained tensors."""
-    state = job.method.trained_state(job.module.model)
-    job.delta = {k: v.cpu() for k, v in job.delta.items()} if job.delta else None
-    job.module.model = None
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    base, _ = load_model(job.cfg.model, job.tok, quantized=False)
-    job.module.model = base
-    evaluate(job, "before")
-    measure_base(job)
-    job.delta_meta = delta_header(job)
-    job.module.model = job.method.rebase(job.module.model, state)
-
-
-def delta_header(job: Job) -> dict | None:
-    """`delta.safetensors`' header: what the delta is and which base it was trained on
-    (`job.module.model` still holds that base's weights at the delta's slices)."""
-    if not job.delta:
-        return None
-    from langsub.export import delta_metadata
-
-    cfg, m = job.cfg, job.cfg.model
-    base = describe_source(m)
-    return delta_metadata(job.module.model, job.delta, base_model=base, lang=cfg.lang.code,
-                          method=job.method.name, rho=job.ident.rho_used if job.ident else None,
-                          selection=selection_of(cfg)["name"], alpha=cfg.get("alpha"),
-                          neurons=int(sum(len(t) for t in job.trained_mask)),
-                          components=list(cfg.method.get("components") or []),
-                          quantize=m.get("quantize"))
 
 
 def collect_metrics(job: Job) -> dict:
@@ -347,11 +215,7 @@ def collect_metrics(job: Job) -> dict:
          "ppl_after/target": r.get(f"ppl_after/{target}"),
          "ppl_before/general": geomean(r[f"ppl_before/{l}"] for l in general),
          "ppl_after/general": geomean(r[f"ppl_after/{l}"] for l in general)}
-    if quantized(cfg):  # the model that trained, beside the shipped one
-        m["quantize"] = cfg.model.quantize
-        for phase in ("before_quantized", "after_quantized"):
-            m[f"ppl_{phase}/target"] = r.get(f"ppl_{phase}/{target}")
-            m[f"ppl_{phase}/general"] = geomean(r[f"ppl_{phase}/{l}"] for l in general)
+    m.update(job.base.metrics(cfg, r, general))
     return m
 
 

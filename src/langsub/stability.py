@@ -75,7 +75,7 @@ def stability(cfg: DictConfig) -> dict:
     from langsub.neurons.identify import gather_stats, select
     from langsub.neurons.scorers import build_scorer, selection_of
     from langsub.neurons.stability import jaccard, size
-    from langsub.run import build_datamodule
+    from langsub.data.datamodule import LangDataModule
     from langsub.training.module import CausalLMModule
     from langsub.validate import check_config
 
@@ -90,7 +90,7 @@ def stability(cfg: DictConfig) -> dict:
     if cfg.rho == "auto" and build_scorer(cfg).fixed_size:
         raise ConfigError("rho=auto: stability compares fixed-size selections; give a number")
     tok = load_tokenizer(cfg.model)
-    dm = build_datamodule(cfg, tok)
+    dm = LangDataModule.from_config(cfg, tok)
     dm.check_blocks()
     model, tok = load_model(cfg.model, tok)
     module = CausalLMModule(model, dm.eval_langs)
@@ -135,7 +135,7 @@ def main(argv=None) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from langsub.cli import one_line
+    from langsub.errors import one_line
 
     argv = sys.argv[1:] if argv is None else argv
     # a malformed or unknown override is Hydra's or OmegaConf's error: its first line

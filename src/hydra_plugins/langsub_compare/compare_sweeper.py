@@ -55,7 +55,7 @@ class CompareSweeper(Sweeper):
         return out
 
     def sweep(self, arguments: List[str]) -> Any:
-        from langsub.cli import fail
+        from langsub.errors import fail
         from langsub.errors import ConfigError
         from langsub.report import compare
 

@@ -30,7 +30,7 @@ def usage() -> str:
 
 
 def main(argv=None) -> None:
-    from langsub.cli import fail
+    from langsub.errors import fail
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv or argv[0] in ("-h", "--help"):

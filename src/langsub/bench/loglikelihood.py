@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from langsub.cli import project_root
+from langsub.paths import project_root
 
 ROOT = project_root()
 PATHS = ("hflm", "continuation", "floor")

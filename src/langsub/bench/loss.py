@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from langsub.cli import project_root
+from langsub.paths import project_root
 
 ROOT = project_root()
 

@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-from langsub.cli import project_root  # noqa: E402
+from langsub.data.corpus import corpus_file, load_texts, pack
+from langsub.evaluation.perplexity import perplexity
+from langsub.export import apply_deltas, read_delta
+from langsub.paths import project_root
 
 ROOT = project_root()
-
-from langsub.data.corpus import corpus_file, load_texts, pack  # noqa: E402
-from langsub.evaluation.perplexity import perplexity  # noqa: E402
-from langsub.export import apply_deltas, read_delta  # noqa: E402
 
 
 def sibling_of(base, noise: float, seed: int = 0):

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import hydra
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
-from langsub.bench.children import in_child, interleaved, memory_specs, peak_of
-from langsub.bench.step import flop_model, forward_overhead, step_child
+from langsub.bench.children import in_child, interleaved, peak_of
+from langsub.bench.specs import device_of, measure, spec_for
+from langsub.bench.step import flop_model, forward_overhead
 from langsub.errors import ConfigError
 from langsub.io import atomic_write_text
 
@@ -51,39 +52,6 @@ def check(cfg: DictConfig) -> None:
     check_config(cfg)
 
 
-def run_config(cfg: DictConfig, method: str, arch: dict | None = None) -> dict:
-    """The resolved run config with method=<method> (conf/method/<name>.yaml; the floor
-    takes lape's) and, for scaling, another architecture."""
-    from langsub.cli import project_root
-
-    c = cfg.copy()
-    name = "lape" if method == "floor" else method
-    with open_dict(c):
-        c.method = OmegaConf.load(project_root() / "conf" / "method" / f"{name}.yaml")
-        if arch is not None:
-            c.model.arch = arch
-    return OmegaConf.to_container(c, resolve=True)
-
-
-def device_of(cfg: DictConfig) -> str:
-    acc = cfg.trainer.get("accelerator", "auto")
-    return "cpu" if acc == "cpu" or not torch.cuda.is_available() else "cuda"
-
-
-def _spec(cfg, method: str, rho: float, arch: dict | None = None) -> dict:
-    p = cfg.profile
-    return {"cfg": run_config(cfg, method, arch), "method": method, "rho": rho,
-            "device": device_of(cfg), "threads": p.threads, "warmup": p.warmup,
-            "steps": p.steps}
-
-
-def measure(specs: list[dict]) -> tuple[list[dict], list[tuple[dict, dict]]]:
-    """Timed children of `specs`, then the memory children (CPU)."""
-    results = [in_child(step_child, s) for s in specs]
-    mem = memory_specs(specs)
-    return results, list(zip(mem, [in_child(step_child, s) for s in mem]))
-
-
 def summarise(specs, results, mem=()) -> dict:
     out = {}
     for m in dict.fromkeys(s["method"] for s in specs):
@@ -95,19 +63,21 @@ def summarise(specs, results, mem=()) -> dict:
         out[f"peak_mem_mb/{m}"] = peak_of(sp[0], rs, mem)
         out[f"tokens_per_s/{m}"] = d["batch_size"] * d["block_size"] / step
         out[f"trainable_params/{m}"] = rs[0]["trainable"]
+        out[f"precision/{m}"] = sp[0]["cfg"]["trainer"].get("precision")
         out["total_params"] = rs[0]["total"]
     return out
 
 
 def table(res: dict, methods) -> str:
     fl_t, fl_m = res["step_s/floor"], res["peak_mem_mb/floor"]
-    lines = ["| method | step s | × floor | peak MB | × floor | tokens/s | trainable |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| method | step s | × floor | peak MB | × floor | tokens/s | trainable | precision |",
+             "|---|---|---|---|---|---|---|---|"]
     for m in methods:
         lines.append(f"| {m} | {res[f'step_s/{m}']:.4f} | {res[f'step_s/{m}'] / fl_t:.3f} | "
                      f"{res[f'peak_mem_mb/{m}']:.1f} | "
                      f"{res[f'peak_mem_mb/{m}'] / max(fl_m, 1e-9):.3f} | "
-                     f"{res[f'tokens_per_s/{m}']:.0f} | {res[f'trainable_params/{m}']:,} |")
+                     f"{res[f'tokens_per_s/{m}']:.0f} | {res[f'trainable_params/{m}']:,} | "
+                     f"{res.get(f'precision/{m}')} |")
     if "forward_s/plain" in res:
         f = res["forward_s/stats"] / res["forward_s/plain"]
         lines.append(f"\nforward: plain {res['forward_s/plain']:.4f} s, with statistics hooks "
@@ -149,9 +119,9 @@ def profile_all(cfg: DictConfig) -> dict:
     methods = list(dict.fromkeys(["floor", *p.methods]))
     res = {"facts": facts(cfg)}
     if p.forward_repeats:
-        res.update(in_child(forward_overhead, {**_spec(cfg, "floor", cfg.rho),
+        res.update(in_child(forward_overhead, {**spec_for(cfg, "floor", cfg.rho),
                                                "repeats": p.forward_repeats}))
-    specs = [{**_spec(cfg, m, cfg.rho), "round": r} for r, m in interleaved(methods, p.rounds)]
+    specs = [{**spec_for(cfg, m, cfg.rho), "round": r} for r, m in interleaved(methods, p.rounds)]
     res.update(summarise(specs, *measure(specs)))
     res["flop_model_ratio/lape"] = flop_model(shapes(cfg), cfg.rho, cfg.data.block_size)["ratio"]
     md = table(res, methods)

@@ -10,7 +10,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from langsub.bench.children import interleaved, peak_of
-from langsub.bench.profiler import _spec, measure
+from langsub.bench.specs import measure, spec_for
 from langsub.bench.step import flop_model
 from langsub.io import atomic_write_text
 
@@ -31,7 +31,7 @@ def scaling(cfg: DictConfig, out_dir: Path) -> list[dict]:
     s = cfg.profile.scaling
     cs = cells(cfg)
     order = interleaved(list(range(len(cs))), s.rounds)
-    specs = [_spec(cfg, cs[c][2], cs[c][1], cs[c][3]) for _, c in order]
+    specs = [spec_for(cfg, cs[c][2], cs[c][1], cs[c][3]) for _, c in order]
     results, mem = measure(specs)
     rows = []
     for c, (d, rho, meth, arch) in enumerate(cs):

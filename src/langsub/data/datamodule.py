@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from torchdata.stateful_dataloader import StatefulDataLoader
 
 from langsub.clock import since
-from langsub.data.corpus import SequenceFormat, corpus_file, load_texts, pack
+from langsub.data.corpus import SequenceFormat, corpus_file, load_texts, pack, sequence_format
 from langsub.errors import CorpusError
 
 warnings.filterwarnings("ignore", message="'set_vital' is deprecated")  # torchdata on torch>=2.9
@@ -126,8 +126,12 @@ class LangDataModule(L.LightningDataModule):
     def from_config(cls, cfg: DictConfig, tokenizer, fmt: SequenceFormat | None = None
                     ) -> LangDataModule:
         """The data module of a run: `cfg.data`, the target `cfg.lang.code`, the tracked
-        `cfg.general`, `cfg.paths.cache_dir` and `cfg.seed`."""
+        `cfg.general`, `cfg.paths.cache_dir` and `cfg.seed`; its blocks laid out as the model
+        was trained (`cfg.model.add_bos`, `doc_separator`) unless `fmt` is given."""
         d = cfg.data
+        if fmt is None:
+            fmt = sequence_format(tokenizer, cfg.model.get("add_bos", "auto"),
+                                  cfg.model.get("doc_separator"))
 
         def container(x):
             return OmegaConf.to_container(x, resolve=True) if x is not None else None

@@ -289,7 +289,7 @@ def main(argv=None) -> None:
     ap.add_argument("--push-to-hub", default=None, metavar="REPO",
                     help="upload the merged model to this hub repo")
     a = ap.parse_args(argv)
-    from langsub.cli import one_line
+    from langsub.errors import one_line
 
     one_line(export, a.base, Path(a.out) if a.out else None, a.delta, a.dtype, a.push_to_hub,
              Path(a.gguf) if a.gguf else None, a.gguf_type, a.lora, a.lora_each)

@@ -101,7 +101,7 @@ def main(argv=None) -> None:
     ap.add_argument("--capacity", action="store_true",
                     help="the capacity x data view (automatic when the runs vary rho and tokens)")
     a = ap.parse_args(argv)
-    from langsub.cli import one_line
+    from langsub.errors import one_line
 
     one_line(write, a.root, a.capacity)
 

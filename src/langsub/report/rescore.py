@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 
 from langsub.analysis.fidelity import rescore
-from langsub.cli import one_line
+from langsub.errors import one_line
 
 
 def main(argv: list[str] | None = None) -> None:
