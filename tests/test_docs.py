@@ -25,7 +25,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs" / "guide").glob("*.md")),
          *sorted((ROOT / "docs" / "results").glob("*.md")), ROOT / "docs" / "BENCHMARKS.md"]
 ENTRY = re.compile(r"^(?:python3? (?:train\.py|profile\.py|-m langsub)|langsub)(?:\s|$)")
 HYDRA = {"train.py": "train", "profile.py": "profile", "train": "train", "dry-run": "train",
-         "profile": "profile"}
+         "profile": "profile", "stability": "train"}
 PLACEHOLDER = re.compile(r"<[^>]*>|…|\.\.\.|\$")
 
 

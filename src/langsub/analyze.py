@@ -1,8 +1,8 @@
 """Recompute the analyses of a finished run, without retraining.
 
-    python -m langsub.analyze outputs/lape/af/<time>                      # its analyses, or all
-    python -m langsub.analyze outputs/lape/af/<time> analysis=[reversal]  # only some
-    python -m langsub.analyze outputs/lape/af/<time> eval.lm_eval.tasks=[langsub_cloze_af]
+    langsub analyze outputs/lape/af/<time>                      # its analyses, or all
+    langsub analyze outputs/lape/af/<time> analysis=[reversal]  # only some
+    langsub analyze outputs/lape/af/<time> eval.lm_eval.tasks=[langsub_cloze_af]
 
 Reads <run>/.hydra/config.yaml (key=value arguments override it), the base model it names,
 neurons.json and delta.safetensors (export/ for methods without a delta, e.g. lora);
@@ -12,16 +12,16 @@ lm-eval runs only when eval.lm_eval.tasks (or .suite=paper) is given on this com
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from langsub.errors import ConfigError
+from langsub.paths import project_root
 from langsub.evaluation.benchmarks import tasks_of
 
-_ROOT = Path(__file__).resolve().parents[2]  # a checkout: the repo root, where conf/ and data/ are
+_MISSING = object()
 
 
 def run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
@@ -29,10 +29,14 @@ def run_config(run_dir: Path, overrides: list[str]) -> DictConfig:
     path = run_dir / ".hydra" / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{run_dir}: no .hydra/config.yaml (not a langsub run dir)")
-    os.environ.setdefault("LANGSUB_ROOT", str(_ROOT if (_ROOT / "conf").is_dir() else Path.cwd()))
+    project_root()  # LANGSUB_ROOT: the config's paths resolve against it
     cfg = OmegaConf.load(path)
     cfg.paths.output_dir = str(run_dir)
     given = OmegaConf.from_dotlist(overrides)
+    unknown = [o.split("=", 1)[0] for o in overrides
+               if OmegaConf.select(cfg, o.split("=", 1)[0].lstrip("+"), default=_MISSING) is _MISSING]
+    if unknown:
+        raise ConfigError("; ".join(f"{k}: not a key of the run's config ({path})" for k in unknown))
     if "analysis" not in given and not cfg.get("analysis"):
         cfg.analysis = "all"
     for key, off in (("tasks", []), ("suite", None)):  # benchmarks only when asked here
@@ -126,7 +130,8 @@ def main(argv=None) -> None:
 
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0].startswith("-"):
-        fail(__doc__.strip().splitlines()[2].strip() + "  (usage: RUN_DIR [key=value ...])")
+        fail("usage: langsub analyze RUN_DIR [key=value ...] (RUN_DIR: a finished run's "
+             "directory, e.g. outputs/lape/af/<time>)")
     res = one_line(analyze, Path(argv[0]), argv[1:])
     for k, v in res.items():
         print(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}")

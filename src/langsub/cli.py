@@ -46,7 +46,7 @@ def check_group_choices(argv: list[str], conf_dir: Path) -> list[str]:
     return problems
 
 
-def _hydra_message(e: Exception) -> str:
+def hydra_message(e: Exception) -> str:
     """Hydra's composition error in one line: its first line and the reason it chains."""
     lines = [l.strip() for l in str(e).strip().splitlines() if l.strip()]
     first = lines[0] if lines else type(e).__name__
@@ -96,7 +96,7 @@ def precheck(conf_dir: Path, config_name: str, argv: list[str]) -> None:
             cfg = compose(config_name, overrides=argv, return_hydra_config=True)
             run_dir = Path(cfg.hydra.run.dir)
     except (HydraException, OmegaConfBaseException) as e:
-        fail(_hydra_message(e))
+        fail(hydra_message(e))
     why = creatable(run_dir)
     if why:
         fail(f"hydra.run.dir={run_dir}: cannot be created ({why}); allowed is a directory "
@@ -154,10 +154,11 @@ def _profile(argv):
     hydra_command("profile", profile_task, argv)
 
 
-def _module_main(module: str):
+def _module_main(module: str, name: str):
     def run(argv):
         import importlib
 
+        sys.argv[0] = f"langsub {name}"  # what usage lines and errors call the command
         return importlib.import_module(module).main(argv)
     return run
 
@@ -170,15 +171,15 @@ COMMANDS = (
     Command("profile", "[key=value ...]", "each method's real training step against the "
             "floor (= python profile.py)", _profile),
     Command("analyze", "RUN_DIR [key=value ...]", "recompute a finished run's analyses "
-            "(and benchmarks) without retraining", _module_main("langsub.analyze")),
+            "(and benchmarks) without retraining", _module_main("langsub.analyze", "analyze")),
     Command("stability", "[key=value ...]", "how stable the neuron selection is when text is "
-            "scarce", _module_main("langsub.stability")),
+            "scarce", _module_main("langsub.stability", "stability")),
     Command("report", "[TABLE] DIR ...", "compare the runs below a directory (report.md); "
-            "tables: scorers, selection, rescore-fidelity, gpu-check", _module_main("langsub.report.commands")),
+            "tables: scorers, selection, rescore-fidelity, gpu-check", _module_main("langsub.report.commands", "report")),
     Command("export", "--base B --delta D ...", "apply neuron deltas to a base: a model "
-            "directory, a GGUF, a LoRA adapter", _module_main("langsub.export")),
+            "directory, a GGUF, a LoRA adapter", _module_main("langsub.export", "export")),
     Command("bench", "NAME [options]", "the component benchmarks of docs/BENCHMARKS.md "
-            "(langsub bench --help lists them)", _module_main("langsub.bench")),
+            "(langsub bench --help lists them)", _module_main("langsub.bench", "bench")),
 )
 
 

@@ -6,6 +6,7 @@ anywhere else keeps its traceback.
 """
 from __future__ import annotations
 
+import argparse
 import functools
 import os
 import sys
@@ -72,3 +73,11 @@ def user_errors(fn):
         return one_line(fn, cfg, *a, **kw, debug=bool(cfg.get("debug_errors")))
 
     return wrapper
+
+
+class ArgParser(argparse.ArgumentParser):
+    """argparse for the commands that take options (export, report, bench): a bad or missing
+    option is one line and exit 2, like every other bad input (argparse prints its usage)."""
+
+    def error(self, message: str) -> None:
+        fail(f"{self.prog}: {message} (allowed: `{self.prog} --help` lists the options)")

@@ -15,15 +15,13 @@ fraction]}, "neurons": {lang: [[count per seed] per fraction]}} — and `stabili
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 from omegaconf import DictConfig, ListConfig
 
 from langsub.errors import ConfigError
-
-_ROOT = Path(__file__).resolve().parents[2]
+from langsub.paths import project_root
 
 
 def seeds_of(value) -> list[int]:
@@ -56,8 +54,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
     from langsub.cli import check_group_choices
 
-    root = Path(os.environ.setdefault("LANGSUB_ROOT", str(_ROOT if (_ROOT / "conf").is_dir()
-                                                          else Path.cwd())))
+    root = project_root()
     problems = check_group_choices(overrides, root / "conf")
     if problems:
         raise ConfigError("\n".join(problems))
@@ -135,11 +132,16 @@ def main(argv=None) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from langsub.errors import one_line
+    from langsub.errors import fail, one_line
+
+    from langsub.cli import hydra_message
 
     argv = sys.argv[1:] if argv is None else argv
-    # a malformed or unknown override is Hydra's or OmegaConf's error: its first line
-    one_line(lambda: stability(compose_config(argv)), also=(HydraException, OmegaConfBaseException))
+    try:  # a malformed or unknown override: Hydra's error in one line
+        cfg = one_line(compose_config, argv)
+    except (HydraException, OmegaConfBaseException) as e:
+        fail(hydra_message(e))
+    one_line(stability, cfg)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ cosine per layer must agree.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import torch
 
 from langsub.paths import project_root
+from langsub.errors import ArgParser
 
 ROOT = project_root()
 
@@ -50,7 +50,7 @@ def decoder_only(model, tok, texts, batch_size=16):
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="gemma3_270m")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--n", type=int, default=48, help="parallel sentences per language")

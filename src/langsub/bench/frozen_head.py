@@ -15,14 +15,14 @@ from pathlib import Path
 import torch
 
 from langsub.paths import project_root
+from langsub.errors import ArgParser
 
 ROOT = project_root()
 
 
 def main(argv=None) -> None:
-    import argparse
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "docs/benchmarks/frozen_head.json")
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args(argv)

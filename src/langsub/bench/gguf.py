@@ -8,7 +8,6 @@ first), the base GGUF's, and llama.cpp's speed; prints a table, writes JSON.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 
 from langsub.paths import project_root
+from langsub.errors import ArgParser
 
 ROOT = project_root()
 
@@ -39,7 +39,7 @@ def torch_ppl(model, bs) -> float:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", type=Path)
     ap.add_argument("--blocks", type=int, default=16)
     ap.add_argument("--out", type=Path, default=ROOT / "docs/benchmarks/gguf_gemma3_270m_af.json")

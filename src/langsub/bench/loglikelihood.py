@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from langsub.paths import project_root
+from langsub.errors import ArgParser
 
 ROOT = project_root()
 PATHS = ("hflm", "continuation", "floor")
@@ -85,7 +86,7 @@ def child(path: str, model_name: str, dtype: str, items: int, rounds: int, batch
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="gemma3_270m")
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--items", type=int, default=20, help="items per task")

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from langsub.paths import project_root
+from langsub.errors import ArgParser
 
 ROOT = project_root()
 
@@ -79,7 +80,7 @@ def one(args) -> dict:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="gemma3_270m")
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--block", type=int, default=128)

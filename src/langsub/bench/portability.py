@@ -14,7 +14,6 @@ docs/benchmarks/delta_portability.json).
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from langsub.data.corpus import corpus_file, load_texts, pack
 from langsub.evaluation.perplexity import perplexity
 from langsub.export import apply_deltas, read_delta
 from langsub.paths import project_root
+from langsub.errors import ArgParser
 
 ROOT = project_root()
 
@@ -40,7 +40,7 @@ def main(argv=None) -> dict:
     from omegaconf import OmegaConf
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path, help="run dirs with delta.safetensors")
     ap.add_argument("--noise", nargs="+", type=float, default=[0.02, 0.1])
     ap.add_argument("--out", type=Path, default=ROOT / "docs/benchmarks/delta_portability.json")

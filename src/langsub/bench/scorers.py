@@ -13,13 +13,13 @@ down slows all of them alike.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
 from pathlib import Path
 
 from langsub.bench.loss import ROOT, model_by_name
+from langsub.errors import ArgParser
 
 PASSES = ("forward", "counts", "values", "importance", "gradients")
 SCORERS = {"forward": "", "counts": "lape, significance", "values": "activation",
@@ -51,7 +51,7 @@ def run_pass(module, name: str, batch) -> float:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="gemma3_270m")
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--block", type=int, default=128)

@@ -23,7 +23,6 @@ or `owner/name:file.safetensors`); `--push-to-hub REPO` uploads the merged model
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import re
 import shutil
@@ -34,7 +33,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from langsub import __version__
-from langsub.errors import CheckpointError
+from langsub.errors import ArgParser, CheckpointError
 from langsub.io import atomic_write
 from langsub.methods.precision import DTYPES, dtype_name
 from langsub.methods.sparse import add_delta_states, check_delta_state, frozen_weight
@@ -269,7 +268,7 @@ def _write_merged(model, tok, out: Path, push: str | None) -> None:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description="Apply langsub neuron deltas to a base model.")
+    ap = ArgParser(description="Apply langsub neuron deltas to a base model.")
     ap.add_argument("--base", required=True,
                     help="base model: a directory, a .gguf file (or owner/name:file) or a hub id")
     ap.add_argument("--delta", nargs="+", action="extend", required=True,

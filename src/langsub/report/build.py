@@ -5,11 +5,10 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
-from langsub.errors import ConfigError
+from langsub.errors import ArgParser, ConfigError
 from langsub.io import atomic_write_text
 from langsub.report import capacity, compare, fidelity, forgetting, heldout, paper_table  # noqa: I001
 from langsub.report.charts import paired_bars, pct
@@ -96,7 +95,7 @@ def selection_note(runs: list[dict]) -> str:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description="Compare langsub runs below a directory.")
+    ap = ArgParser(description="Compare langsub runs below a directory.")
     ap.add_argument("root", type=Path)
     ap.add_argument("--capacity", action="store_true",
                     help="the capacity x data view (automatic when the runs vary rho and tokens)")

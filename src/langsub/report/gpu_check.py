@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from langsub.errors import ArgParser
 
 
 def main(argv=None) -> list[dict]:
-    import argparse
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path, nargs="?", default=Path("outputs/gpu_check_paper"),
                     help="the directory gpu_check_paper.sh wrote")
     out = ap.parse_args(argv).out

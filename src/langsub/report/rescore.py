@@ -9,15 +9,14 @@ first-line rule changed; `python -m langsub.report` then shows the new shares.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from langsub.analysis.fidelity import rescore
-from langsub.errors import one_line
+from langsub.errors import ArgParser, one_line
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgParser(description=__doc__.splitlines()[0])
     ap.add_argument("root", type=Path, help="a run dir, or a directory of them")
     root = ap.parse_args(argv).root
     runs = sorted({p.parent.parent for p in root.rglob("analysis/fidelity_*.jsonl")})

@@ -24,7 +24,6 @@ decoder forward, from `bench_scorers.py`), and the Jaccard overlap of the scorer
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
@@ -33,6 +32,7 @@ from langsub.io import atomic_write_text
 from langsub.report import compare
 from langsub.report.build import load_runs
 from langsub.report.charts import pct
+from langsub.errors import ArgParser
 
 PASS_OF = {"lape": "counts", "significance": "counts", "activation": "values",
            "plnd": "importance", "attribution": "gradients"}
@@ -208,7 +208,7 @@ def figure(rows: list[dict], ov: dict, path: Path, target: str) -> None:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgParser(description=__doc__.splitlines()[0])
     ap.add_argument("roots", type=Path, nargs="+", metavar="ROOT",
                     help="directories holding the sweeps and runs (a scorer once among them)")
     ap.add_argument("--bench", type=Path, help="bench_scorers.py's JSON (pass cost)")

@@ -13,13 +13,13 @@ selection.json and selection.md.
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from statistics import mean
 
 from langsub.io import atomic_write_text
 from langsub.report.charts import pct
+from langsub.errors import ArgParser
 
 
 def runs(root: Path) -> dict[str, dict[str, dict]]:
@@ -82,7 +82,7 @@ def table(rs: list[dict], selections: list[str]) -> str:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgParser(description=__doc__.splitlines()[0])
     ap.add_argument("root", type=Path)
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args(argv)
