@@ -37,7 +37,8 @@ def test_defaults_are_the_paper_s():
 
 def test_profile_config_composes():
     cfg = _compose(name="profile")
-    assert "floor" in cfg.methods and "lape" in cfg.methods
+    assert "floor" in cfg.profile.methods and "lape" in cfg.profile.methods
+    assert cfg.model.name == "tiny" and cfg.method.name == "lape"  # train.yaml, included
 
 
 @pytest.mark.parametrize("override,key", [
@@ -255,7 +256,7 @@ def test_method_configs_refuse_bad_values(method, override, line):
     (["method.neurons=TWOLANG", "method.neurons_langs=[is,mt]"], "has no mask"),
     (["data.corpus_dir=EMPTY"], "is empty"),
     (["data.corpus_dir=MISSING"], "does not exist"),
-    (["data.corpus_dir=SHORT", "data.langs=[af,mt]", "data.eval_langs=[af]", "general=[af]"],
+    (["data.corpus_dir=SHORT", "data.langs=[af,mt]", "data.eval_langs=[af,mt]", "general=[mt]"],
      "fewer tokens than one block"),
     (["data.block_size=0"], "data.block_size=0: allowed is an integer >= 2"),
     (["data.batch_size=-1"], "data.batch_size=-1: allowed is an integer >= 1"),

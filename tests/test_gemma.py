@@ -157,3 +157,19 @@ def test_llama_cpp_runs_the_exported_gguf(gemma_run):
     assert abs(after / torch_ppl - 1) < 0.03, (after, torch_ppl)
     assert m["ppl_after/target"] < m["ppl_before/target"]  # PyTorch: the af test split gained
     assert after < before, (after, before)  # and so does the GGUF, in llama.cpp
+
+
+def test_the_profiler_times_gemma_s_real_step(tmp_path):
+    """`langsub profile model=gemma3_270m`, at its smallest: lape's step against the floor's,
+    with the chunked loss of the 262 K-token head and Gemma's own trainer config."""
+    r = subprocess.run([sys.executable, "-m", "langsub", "profile", "model=gemma3_270m",
+                        f"model.cache_dir={MODELS}", "profile.methods=[floor,lape]",
+                        "profile.rounds=1", "profile.steps=1", "profile.forward_repeats=0",
+                        "data.batch_size=2", "data.block_size=32", f"hydra.run.dir={tmp_path}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path / "profile.json").read_text())
+    assert res["facts"]["model"] == "gemma3_270m" and res["facts"]["loss_chunk"] == "auto"
+    assert res["trainable_params/floor"] == 0 < res["trainable_params/lape"]
+    assert res["total_params"] > 2.6e8  # the real model, not a stand-in
+    assert "| lape |" in r.stdout and "| floor |" in r.stdout

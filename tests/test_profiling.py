@@ -63,7 +63,7 @@ def test_the_step_is_train_py_s():
     from hydra import compose, initialize_config_dir
 
     from conftest import ROOT
-    from langsub.bench.profiler import run_config
+    from langsub.bench.specs import run_config
 
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("profile", overrides=["data.batch_size=2", "data.block_size=16",
