@@ -79,7 +79,7 @@ def _masks(run_dir: Path, target: str):
 
 
 def analyze(run_dir: Path, overrides: list[str]) -> dict:
-    """Everything `python -m langsub.analyze` does; returns the scalars added to metrics.json."""
+    """Everything `langsub analyze` does; returns the scalars added to metrics.json."""
     import torch
     from safetensors.torch import load_file
 

@@ -1,7 +1,7 @@
 """Is LAPE identification stable when text is scarce? Masks from subsamples vs all the text.
 
-    python -m langsub.stability lang=af stability.fractions=[0.25,1.0] stability.seeds=2
-    python -m langsub.stability                     # defaults: 0.05 0.1 0.25 0.5 1.0 x 3 seeds
+    langsub stability lang=af stability.fractions=[0.25,1.0] stability.seeds=2
+    langsub stability                     # defaults: 0.05 0.1 0.25 0.5 1.0 x 3 seeds
 
 Takes the same overrides as train.py. For each fraction and seed, the statistics are
 recomputed over that random share of every language's identification blocks (one pass each,
@@ -66,7 +66,7 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
 
 def stability(cfg: DictConfig) -> dict:
-    """Everything `python -m langsub.stability` does; returns stability.json's content."""
+    """Everything `langsub stability` does; returns stability.json's content."""
     from langsub.io import atomic_write_text
     from langsub.model.load import load_model, load_tokenizer
     from langsub.neurons.identify import gather_stats, select

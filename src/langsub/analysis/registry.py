@@ -1,6 +1,6 @@
 """The analyses' table: each is registered once with a `before` hook (on the base model) and
 an `after` hook (on the fine-tuned, merged model), and runs the same from the main job and
-from `python -m langsub.analyze`."""
+from `langsub analyze`."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

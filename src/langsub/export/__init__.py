@@ -2,10 +2,10 @@
 
 Apply deltas to a base model (several languages compose into one model):
 
-    python -m langsub.export --base assets/tiny-llama --out merged/ \
+    langsub export --base assets/tiny-llama --out merged/ \
         --delta outputs/lape/af/<time>/delta.safetensors --delta outputs/lape/is/<time>/delta.safetensors
-    python -m langsub.export --base <base.gguf> --gguf af.gguf --delta …/delta.safetensors
-    python -m langsub.export --base assets/tiny-llama --lora lora_af/ --delta …/delta.safetensors
+    langsub export --base <base.gguf> --gguf af.gguf --delta …/delta.safetensors
+    langsub export --base assets/tiny-llama --lora lora_af/ --delta …/delta.safetensors
 
 Each delta is "trained slice - base slice" for its own neurons, in float32. Deltas add: where
 two languages share a neuron, the merged slice is base + delta_1 + delta_2 (task arithmetic);
@@ -200,7 +200,7 @@ def _gguf_of(source, model, loaded, gguf_out: Path, gguf_type: str, langs: str) 
 def export(base: str, out: Path | None, specs: list[str], dtype: str | None = None,
            push: str | None = None, gguf_out: Path | None = None, gguf_type: str = "Q8_0",
            lora_out: Path | None = None, lora_each: bool = False) -> Path | None:
-    """Everything `python -m langsub.export` does; nothing is written unless every delta
+    """Everything `langsub export` does; nothing is written unless every delta
     fits the base: the merged model (`out`), a GGUF (`gguf_out`, from a .gguf base) and a
     peft LoRA adapter (`lora_out`: one for all deltas, or one each)."""
     from langsub.export import gguf as gguf_export

@@ -1,4 +1,4 @@
-"""python -m langsub.export --base … --out … --delta …"""
+"""langsub export --base … --out … --delta …"""
 from langsub.export import main
 
 main()

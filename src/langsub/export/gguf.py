@@ -1,7 +1,7 @@
 """The adapted model as a GGUF, for llama.cpp, Ollama and LM Studio.
 
     python train.py model=gemma3_270m method=lape lang=af export.gguf=true   # export/model.gguf
-    python -m langsub.export --base <base.gguf> --delta delta.safetensors --gguf out.gguf
+    langsub export --base <base.gguf> --delta delta.safetensors --gguf out.gguf
 
 For a base read from a GGUF: the same file (metadata, tokenizer, tensor order) with the
 trained tensors replaced. Untouched tensors are copied byte for byte in their original

@@ -1,7 +1,7 @@
 """A neuron delta as an exact peft LoRA adapter, for transformers/peft and vLLM.
 
     python train.py method=lape lang=af export.lora=true          # export/lora/
-    python -m langsub.export --delta delta.safetensors --lora out/ [--delta …]
+    langsub export --delta delta.safetensors --lora out/ [--delta …]
 
 k trained neurons of one linear change k rows (gate, up: ΔW[idx, :] = D) or k columns
 (down: ΔW[:, idx] = E). Both are rank-≤k products with a one-hot S (k × n): ΔW = Sᵀ·D

@@ -2,6 +2,6 @@
 with the views the runs call for — the fair comparison (`compare`), capacity × data,
 forgetting over training, language fidelity, the paper's Table 2.
 
-    python -m langsub.report outputs/multirun/<time>
+    langsub report outputs/multirun/<time>
 """
 from langsub.report.build import load_runs, main, rows, write  # noqa: F401

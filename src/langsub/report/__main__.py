@@ -1,3 +1,3 @@
-from langsub.report.build import main
+from langsub.report.commands import main
 
 main()

@@ -1,7 +1,7 @@
 """Compare runs: read every metrics.json below a directory, write report.md and a chart.
 
     python train.py -m method=lape,random,lora,ia3,ffn,full lang=af
-    python -m langsub.report outputs/multirun/<time>
+    langsub report outputs/multirun/<time>
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Capacity × data: target and general change over (subnetwork size, training tokens).
 
     python train.py -m method=lape lang=af rho=0.01,0.02,0.05,0.1 train.max_tokens=40000,80000,150000,300000
-    python -m langsub.report outputs/multirun/<time>          # capacity.png and its table
+    langsub report outputs/multirun/<time>          # capacity.png and its table
 
 A run's capacity is its `rho` (its neuron count in the table), its data the tokens it trained
 on (`tokens_seen`); cells average the runs that share both (seeds).

@@ -2,7 +2,7 @@
 split from the same grid around its default, then the chosen rate repeated over seeds.
 
     python train.py -m experiment=compare lang=af
-    python -m langsub.report outputs/multirun/<time>
+    langsub report outputs/multirun/<time>
 
 The rule: among a method's grid points whose general validation perplexity rose by at most
 `max_general_rise` (the paper's "no forgetting"), the best target validation perplexity.

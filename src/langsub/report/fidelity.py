@@ -3,7 +3,7 @@ the target language, before and after, and the share in the most frequent other 
 (`analysis=[fidelity]`; see langsub.analysis.fidelity).
 
     python train.py -m experiment=compare model=gemma3_270m lang=af analysis=[fidelity]
-    python -m langsub.report outputs/multirun/<time>
+    langsub report outputs/multirun/<time>
 """
 from __future__ import annotations
 

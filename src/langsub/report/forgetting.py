@@ -1,7 +1,7 @@
 """Forgetting over training: general validation perplexity against tokens seen, per run.
 
     python train.py -m method=lape,random,lora,full lang=af data.track_blocks=4 train.max_tokens=600000
-    python -m langsub.report outputs/multirun/<time>          # forgetting.png and its table
+    langsub report outputs/multirun/<time>          # forgetting.png and its table
 
 `data.track_blocks=N` measures N valid blocks of each general language at every validation
 during training (and once before the first step, the curve's start); metrics.json keeps

@@ -1,7 +1,7 @@
 """The paper's Table 2 from runs with eval=paper: monolingual and general scores per method.
 
     python train.py -m method=lape,random lang=af eval=paper_offline train.max_steps=5 eval.lm_eval.limit=5
-    python -m langsub.report outputs/multirun/<time>          # paper_table.png and the tables
+    langsub report outputs/multirun/<time>          # paper_table.png and the tables
 
 Per language, a row for the base model (the runs' "before") and one per method (its runs'
 "after", averaged over seeds): each monolingual task and their average, each general task

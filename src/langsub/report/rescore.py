@@ -5,7 +5,7 @@
 Each run made with analysis=[fidelity] keeps its continuations in
 analysis/fidelity_<phase>.jsonl: they are the measurement. This rewrites their language labels
 and metrics.json's fidelity_<phase>/… keys (atomically) without loading a model, e.g. after the
-first-line rule changed; `python -m langsub.report` then shows the new shares.
+first-line rule changed; `langsub report` then shows the new shares.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Fixed rho against the data-driven size (selection=significance) on every target: one table.
 
     python train.py -m method=lape lang=mt,af,is,cy,mk,lv,lt,sl,sk,et,ka,ne selection=lape,significance export=false
-    python -m langsub.analyze <one run per selection> analysis=[deactivation] data.eval_langs=[<all 19>]
+    langsub analyze <one run per selection> analysis=[deactivation] data.eval_langs=[<all 19>]
     langsub report selection outputs/multirun/<time> --out docs/selection
 
 Reads every run's metrics.json (neurons, target and general test-perplexity change) and, per
