@@ -118,8 +118,11 @@ def step_child(spec: dict, queue) -> None:
     import logging
     import warnings
 
+    from transformers.utils import logging as hf_logging
+
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no per-child banners
     warnings.filterwarnings("ignore", module="lightning")
+    hf_logging.disable_progress_bar()  # "Loading weights" once per child otherwise
     cfg = OmegaConf.create(spec["cfg"])
     cpu = spec["device"] == "cpu"
     torch.set_num_threads(spec["threads"])
