@@ -134,6 +134,20 @@ def profile_task(cfg):
     profile_all(cfg)
 
 
+def named_command(argv: list[str], table: dict, package: str, usage: str, what: str) -> None:
+    """`langsub bench NAME …` / `langsub report TABLE …`: run `<package>.<module>.main` of the
+    table's row for argv[0] with the rest (the table: name -> (module, help))."""
+    import importlib
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage)
+        sys.exit(0 if argv else 2)
+    if argv[0] not in table:
+        fail(f"unknown {what} {argv[0]!r}; allowed: {', '.join(table)}")
+    sys.argv[0] = f"{sys.argv[0]} {argv[0]}"
+    importlib.import_module(f"{package}.{table[argv[0]][0]}").main(argv[1:])
+
+
 @dataclass(frozen=True)
 class Command:
     name: str

@@ -7,7 +7,6 @@ The training step itself is `langsub profile` (bench/step.py).
 """
 from __future__ import annotations
 
-import importlib
 import sys
 
 BENCHES = {  # name -> (module, what it measures)
@@ -30,13 +29,7 @@ def usage() -> str:
 
 
 def main(argv=None) -> None:
-    from langsub.errors import fail
+    from langsub.cli import named_command
 
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(usage())
-        sys.exit(0 if argv else 2)
-    if argv[0] not in BENCHES:
-        fail(f"unknown benchmark {argv[0]!r}; allowed: {', '.join(BENCHES)}")
-    sys.argv[0] = f"langsub bench {argv[0]}"
-    importlib.import_module(f"langsub.bench.{BENCHES[argv[0]][0]}").main(argv[1:])
+    named_command(sys.argv[1:] if argv is None else list(argv), BENCHES, __name__, usage(),
+                  "benchmark")

@@ -6,7 +6,6 @@
 """
 from __future__ import annotations
 
-import importlib
 import sys
 
 TABLES = {  # name -> (module, what it writes)
@@ -25,14 +24,11 @@ def usage() -> str:
 
 
 def main(argv=None) -> None:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(usage())
-        sys.exit(0 if argv else 2)
-    if argv[0] in TABLES:
-        sys.argv[0] = f"langsub report {argv[0]}"
-        importlib.import_module(f"langsub.report.{TABLES[argv[0]][0]}").main(argv[1:])
-        return
-    from langsub.report.build import main as report
+    from langsub.cli import named_command
 
-    report(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] not in TABLES and argv[0] not in ("-h", "--help"):
+        from langsub.report.build import main as report
+
+        return report(argv)  # langsub report DIR: the runs below DIR
+    named_command(argv, TABLES, "langsub.report", usage(), "table")
