@@ -14,7 +14,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +21,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 
 def main(argv=None) -> Path:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
+
+    from langsub.model.load import random_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("model", help="a conf/model/<name>.yaml with an `arch`")
@@ -30,13 +31,8 @@ def main(argv=None) -> Path:
     ap.add_argument("--set", nargs="*", default=[], help="arch overrides key=value")
     a = ap.parse_args(argv)
     cfg = OmegaConf.load(ROOT / "conf" / "model" / f"{a.model}.yaml")
-    arch = OmegaConf.to_container(OmegaConf.merge(cfg.arch, OmegaConf.from_dotlist(a.set)))
-    config = AutoConfig.for_model(arch.pop("model_type"), **arch)
-    dtype = getattr(torch, cfg.dtype)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    cfg.arch = OmegaConf.merge(cfg.arch, OmegaConf.from_dotlist(a.set))
+    model = random_model(cfg)  # the package's own: seeded, in model.dtype, on the GPU if any
     model.save_pretrained(a.out)
     AutoTokenizer.from_pretrained(ROOT / "assets" / "tiny-llama").save_pretrained(a.out)
     n = sum(p.numel() for p in model.parameters())

@@ -133,8 +133,9 @@ def step_child(spec: dict, queue) -> None:
     method = method_of(spec["method"], cfg)
     mask = neuron_mask(model, spec["rho"], cfg.seed) if method.needs_neurons else None
     model = method.apply(model, mask)
-    trainable = 0 if spec["method"] == "floor" else count_params(model)[0]
-    total = count_params(model)[1]
+    trainable, total = count_params(model)
+    if spec["method"] == "floor":
+        trainable = 0  # its one scalar is the gradient path, not a trained weight
     module = module_from_config(cfg, model, [cfg.lang.code])
     model.train()  # as train.py: from_pretrained leaves it in eval mode (dropout off)
     clock = StepClock(spec["warmup"], not cpu)
@@ -142,13 +143,13 @@ def step_child(spec: dict, queue) -> None:
     vocab = model.get_input_embeddings().num_embeddings
     batches = random_batches(n, cfg.data.batch_size, cfg.data.block_size, min(vocab, len(tok)),
                              cfg.seed)
+    accumulate = cfg.trainer.get("accumulate_grad_batches") or 1
     with tempfile.TemporaryDirectory() as tmp:
         trainer = make_trainer(cfg.trainer, model, callbacks=[clock], logger=False,
                                enable_checkpointing=False, enable_progress_bar=False,
-                               enable_model_summary=False, max_steps=n, limit_val_batches=0,
+                               enable_model_summary=False, limit_val_batches=0,
+                               max_steps=-(-n // accumulate),  # optimizer steps: n batches
                                num_sanity_val_steps=0, default_root_dir=tmp)
-        accumulate = trainer.accumulate_grad_batches
-        trainer.fit_loop.epoch_loop.max_steps = -(-n // accumulate)
         trainer.fit(module, train_dataloaders=torch.utils.data.DataLoader(batches,
                                                                            batch_size=None))
     queue.put({"times": clock.times, "peak": clock.peak(), "trainable": trainable,
