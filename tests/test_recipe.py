@@ -103,6 +103,23 @@ def test_rule_prefers_target_within_the_general_tolerance():
     assert c["lr"] == 1e-3 and not c["met_rule"]  # the least forgetting, flagged
 
 
+def test_the_chosen_rate_is_read_from_the_runs_that_measured_everything():
+    """A sweep whose grid points left the benchmarks out re-runs the chosen rate's first seed:
+    the seeds' runs stand for the chosen rate, the grid runs for the grid."""
+    grid = [dict(_run("m", lr, 100, 90, 40, 40), compare_phase="grid") for lr in (1e-4, 1e-3)]
+    again = [dict(_run("m", 1e-3, 100, 90, 40, 40, seed=s), compare_phase="seeds",
+                  **{"lm_eval_after/x/acc": 0.5}) for s in (1, 0)]
+    runs = grid + again
+    spec = {"seeds": [0, 1], "methods": ["m"], "grid": {"m": [1e-4, 1e-3]},
+            "chosen": {"m": {"lr": 1e-3}}}
+    assert compare.at_chosen(runs, "m", 1e-3) == [again[1], again[0]]  # by seed, no grid run
+    assert compare.grid_points(runs, spec, "m") == grid
+    assert compare.grid_table(runs, spec).count("| m |") == 2
+    old = [_run("m", 1e-3, 100, 90, 40, 40, seed=s) for s in (0, 1)]  # a sweep of before
+    assert compare.at_chosen(old, "m", 1e-3) == old
+    assert compare.grid_points(old, spec, "m") == old[:1]
+
+
 @pytest.mark.parametrize("kw,line", [
     (dict(lr_factors=[]), "hydra.sweeper.lr_factors=[]: allowed is a non-empty list"),
     (dict(seeds=[]), "hydra.sweeper.seeds=[]: allowed is a non-empty list"),
@@ -217,6 +234,31 @@ def test_compare_sweep_end_to_end(tmp_path):
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "hydra.sweeper.seeds=[]: allowed is a non-empty list" \
         in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.mark.slow
+def test_a_sweep_with_benchmarks_runs_them_on_the_chosen_rate_only(tmp_path):
+    """With benchmarks configured, the grid points skip them (compare_phase=grid) and the
+    chosen rate's first seed is run again with everything measured: the same training (the
+    same validation figures), the benchmark scores besides."""
+    sweep = tmp_path / "sweep"
+    r = subprocess.run([sys.executable, "train.py", "-m", "experiment=compare", "debug=fast",
+                        "train.max_steps=2", "hydra.sweeper.methods=[lape]",
+                        "hydra.sweeper.lr_factors=[0.1,10]", "hydra.sweeper.seeds=[0]",
+                        "eval.lm_eval.tasks=[langsub_cloze_af]", "eval.lm_eval.limit=4",
+                        f"hydra.sweep.dir={sweep}", f"paths.cache_dir={tmp_path}/cache"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    spec = json.loads((sweep / "compare.json").read_text())
+    chosen = spec["chosen"]["lape"]["lr"]
+    runs = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
+    assert [(m["lr"], m["seed"], m["compare_phase"]) for m in runs] == \
+        [(1e-4, 0, "grid"), (1e-2, 0, "grid"), (chosen, 0, "seeds")]
+    assert not any(k.startswith("lm_eval_") for m in runs[:2] for k in m)
+    assert 0 <= runs[2]["lm_eval_after/langsub_cloze_af/acc"] <= 1
+    same = next(m for m in runs[:2] if m["lr"] == chosen)
+    assert runs[2]["valid_ppl_after/target"] == same["valid_ppl_after/target"]
+    assert compare.at_chosen(runs, "lape", chosen) == [runs[2]]
 
 
 def test_last_step_is_validated_and_shipped(tmp_path):

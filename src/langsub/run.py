@@ -201,7 +201,8 @@ def collect_metrics(job: Job) -> dict:
     m = {"method": job.method.name, "lang": target, "lr": cfg.train.lr, "rho": cfg.rho,
          "rho_used": ident.rho_used if ident else None, "threshold": cfg.threshold,
          "selection": selection_of(cfg)["name"], "selection_match": selection_of(cfg).get("match"),
-         "alpha": cfg.get("alpha"), "seed": cfg.seed, "base_model": describe_source(cfg.model),
+         "alpha": cfg.get("alpha"), "seed": cfg.seed, "compare_phase": cfg.get("compare_phase"),
+         "base_model": describe_source(cfg.model),
          "dtype": cfg.model.get("dtype", "float32"),  # as resolved (${fast_dtype:...})
          "neurons": int(sum(len(t) for t in trained)) if trained is not None else None,
          "neurons_from": job.method.source(target) if trained is not None else None,

@@ -1,5 +1,11 @@
 """Two-phase sweep: every method over its learning-rate grid (first seed), the rate chosen by
-one rule on the validation split, then the chosen rate over the other seeds."""
+one rule on the validation split, then the chosen rate over the other seeds.
+
+The grid points measure what the rule reads. When the jobs run benchmarks (`eval.lm_eval`, e.g.
+eval=heldout), the grid jobs leave them out (`eval.lm_eval.suite=null eval.lm_eval.tasks=[]
+compare_phase=grid`) and the chosen rate runs over every seed, the first included, with
+everything measured; `hydra.sweeper.benchmark_grid=true` runs them on every grid point instead
+(and the first seed's grid run is reused)."""
 
 import json
 import logging
@@ -23,6 +29,7 @@ class CompareSweeperConf:
     lr_factors: List[float] = field(default_factory=lambda: [0.1, 0.316, 1.0, 3.16, 10.0])
     seeds: List[int] = field(default_factory=lambda: [0, 1, 2])
     max_general_rise: float = 0.01
+    benchmark_grid: bool = False    # true: the benchmarks run on every grid point too
     params: Optional[Any] = None
 
 
@@ -31,9 +38,11 @@ ConfigStore.instance().store(group="hydra/sweeper", name="langsub_compare",
 
 
 class CompareSweeper(Sweeper):
-    def __init__(self, methods, lr_factors, seeds, max_general_rise, params=None):
+    def __init__(self, methods, lr_factors, seeds, max_general_rise, benchmark_grid=False,
+                 params=None):
         self.methods, self.lr_factors = list(methods), [float(f) for f in lr_factors]
         self.seeds, self.max_general_rise = [int(s) for s in seeds], max_general_rise
+        self.benchmark_grid = bool(benchmark_grid)
         self.config = self.launcher = self.hydra_context = None
 
     def setup(self, *, hydra_context, task_function, config) -> None:
@@ -41,10 +50,18 @@ class CompareSweeper(Sweeper):
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
 
-    def _default_lr(self, arguments: List[str], method: str) -> float:
-        cfg = self.hydra_context.config_loader.load_sweep_config(
+    def _job_config(self, arguments: List[str], method: str):
+        return self.hydra_context.config_loader.load_sweep_config(
             self.config, [*arguments, f"method={method}"])
-        return float(cfg.method.lr)
+
+    def _grid_only(self, arguments: List[str]) -> List[str]:
+        """Overrides that leave the benchmarks to the chosen rate's runs ([] when the jobs
+        run none, or when every grid point is to run them)."""
+        from langsub.evaluation.benchmarks import tasks_of
+
+        if self.benchmark_grid or not tasks_of(self._job_config(arguments, self.methods[0])):
+            return []
+        return ["eval.lm_eval.suite=null", "eval.lm_eval.tasks=[]", "compare_phase=grid"]
 
     def _launch(self, jobs: List[List[str]], first: int) -> List[dict]:
         out = []
@@ -67,8 +84,10 @@ class CompareSweeper(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         args = [a for a in arguments if not a.startswith(("method=", "seed=", "train.lr="))]
-        grids = {m: compare.grid(self._default_lr(args, m), self.lr_factors) for m in self.methods}
-        jobs = [[*args, f"method={m}", f"train.lr={lr}", f"seed={self.seeds[0]}"]
+        grids = {m: compare.grid(float(self._job_config(args, m).method.lr), self.lr_factors)
+                 for m in self.methods}
+        grid_only = self._grid_only(args)
+        jobs = [[*args, f"method={m}", f"train.lr={lr}", f"seed={self.seeds[0]}", *grid_only]
                 for m in self.methods for lr in grids[m]]
         first = self._launch(jobs, 0)
         chosen = {m: compare.choose([r for r in first if r["method"] == m],
@@ -79,6 +98,7 @@ class CompareSweeper(Sweeper):
                 "max_general_rise": self.max_general_rise}
         compare.write_choice(sweep_dir, chosen, spec)
         log.info(f"chosen learning rates: { {m: c['lr'] for m, c in chosen.items()} }")
+        again = self.seeds if grid_only else self.seeds[1:]  # the first seed re-measured in full
         jobs = [[*args, f"method={m}", f"train.lr={chosen[m]['lr']}", f"seed={s}"]
-                for m in self.methods for s in self.seeds[1:]]
+                for m in self.methods for s in again]
         return [first, self._launch(jobs, len(first)) if jobs else []]

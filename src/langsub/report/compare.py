@@ -132,9 +132,11 @@ def summary(values: list[float]) -> tuple[float, float]:
 
 
 def at_chosen(runs: list[dict], method: str, lr: float) -> list[dict]:
-    """The runs of `method` at the chosen lr (the grid's first seed and the repeats)."""
-    return sorted((m for m in runs if m["method"] == method and math.isclose(m["lr"], lr)),
-                  key=lambda m: m["seed"])
+    """The runs of `method` at the chosen lr (the grid's first seed and the repeats; when the
+    grid points left the benchmarks out, the seeds' runs that measured everything)."""
+    rs = [m for m in runs if m["method"] == method and math.isclose(m["lr"], lr)]
+    full = [m for m in rs if m.get("compare_phase") != "grid"]
+    return sorted(full or rs, key=lambda m: m["seed"])
 
 
 def _mean_of(runs: list[dict], key: str, fmt: str) -> str:
@@ -170,11 +172,18 @@ def table(runs: list[dict], spec: dict) -> str:
     return "\n".join(lines)
 
 
+def grid_points(runs: list[dict], spec: dict, method: str) -> list[dict]:
+    """The grid runs of `method` (first seed) the rule chose from: the `compare_phase=grid`
+    ones when the sweep re-measured the chosen rate in full."""
+    rs = [r for r in runs if r["method"] == method and r["seed"] == spec["seeds"][0]]
+    return [r for r in rs if r.get("compare_phase") == "grid"] or rs
+
+
 def grid_table(runs: list[dict], spec: dict) -> str:
     """Every grid point (first seed): validation changes, the basis of the choice."""
     lines = ["| method | lr | valid target Δ % | valid general Δ % | chosen |", "|---|---|---|---|---|"]
-    first = spec["seeds"][0]
-    for m in sorted((r for r in runs if r["seed"] == first and r["method"] in spec["grid"]),
+    for m in sorted((r for method in spec["grid"] if method in spec["methods"]
+                     for r in grid_points(runs, spec, method)),
                     key=lambda r: (spec["methods"].index(r["method"]), r["lr"])):
         c = spec["chosen"][m["method"]]["lr"]
         lines.append(f"| {m['method']} | {m['lr']:g} | "
@@ -192,10 +201,9 @@ def pareto_figure(runs: list[dict], spec: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    first = spec["seeds"][0]
     for i, method in enumerate(spec["methods"]):
         pts = sorted((pct(m[TARGET], m["valid_ppl_before/target"]), 100 * rise(m), m["lr"])
-                     for m in runs if m["method"] == method and m["seed"] == first)
+                     for m in grid_points(runs, spec, method))
         if not pts:
             continue
         color = f"C{i}"
