@@ -193,21 +193,26 @@ def test_summary():
     assert mean == 2.0 and std == pytest.approx(1.0)
 
 
+def _sweep(tmp_path, *overrides):
+    """The real sweeper on lape, a 2-point grid: (sweep dir, compare.json, every metrics.json)."""
+    sweep = tmp_path / "sweep"
+    r = subprocess.run([sys.executable, "train.py", "-m", "experiment=compare", "debug=fast",
+                        "train.max_steps=2", "hydra.sweeper.methods=[lape]",
+                        "hydra.sweeper.lr_factors=[0.1,10]", *overrides,
+                        f"hydra.sweep.dir={sweep}", f"paths.cache_dir={tmp_path}/cache"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
+    return sweep, json.loads((sweep / "compare.json").read_text()), runs
+
+
 @pytest.mark.slow
 def test_compare_sweep_end_to_end(tmp_path):
     """The real sweeper: a 2-point grid on one method, then the chosen lr on a second seed;
     the report renders the comparison."""
-    sweep = tmp_path / "sweep"
-    r = subprocess.run([sys.executable, "train.py", "-m", "experiment=compare", "debug=fast",
-                        "train.max_steps=2", "hydra.sweeper.methods=[lape]",
-                        "hydra.sweeper.lr_factors=[0.1,10]", "hydra.sweeper.seeds=[0,1]",
-                        f"hydra.sweep.dir={sweep}", f"paths.cache_dir={tmp_path}/cache"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    spec = json.loads((sweep / "compare.json").read_text())
+    sweep, spec, runs = _sweep(tmp_path, "hydra.sweeper.seeds=[0,1]")
     chosen = spec["chosen"]["lape"]["lr"]
     assert spec["grid"]["lape"] == [1e-4, 1e-2] and chosen in spec["grid"]["lape"]
-    runs = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
     assert [(m["lr"], m["seed"]) for m in runs] == [(1e-4, 0), (1e-2, 0), (chosen, 1)]
     assert all("valid_ppl_after/general" in m for m in runs)
     r = subprocess.run([sys.executable, "-m", "langsub.report", str(sweep)], cwd=ROOT,
@@ -241,17 +246,9 @@ def test_a_sweep_with_benchmarks_runs_them_on_the_chosen_rate_only(tmp_path):
     """With benchmarks configured, the grid points skip them (compare_phase=grid) and the
     chosen rate's first seed is run again with everything measured: the same training (the
     same validation figures), the benchmark scores besides."""
-    sweep = tmp_path / "sweep"
-    r = subprocess.run([sys.executable, "train.py", "-m", "experiment=compare", "debug=fast",
-                        "train.max_steps=2", "hydra.sweeper.methods=[lape]",
-                        "hydra.sweeper.lr_factors=[0.1,10]", "hydra.sweeper.seeds=[0]",
-                        "eval.lm_eval.tasks=[langsub_cloze_af]", "eval.lm_eval.limit=4",
-                        f"hydra.sweep.dir={sweep}", f"paths.cache_dir={tmp_path}/cache"],
-                       cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    spec = json.loads((sweep / "compare.json").read_text())
+    _, spec, runs = _sweep(tmp_path, "hydra.sweeper.seeds=[0]",
+                           "eval.lm_eval.tasks=[langsub_cloze_af]", "eval.lm_eval.limit=4")
     chosen = spec["chosen"]["lape"]["lr"]
-    runs = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/metrics.json"))]
     assert [(m["lr"], m["seed"], m["compare_phase"]) for m in runs] == \
         [(1e-4, 0, "grid"), (1e-2, 0, "grid"), (chosen, 0, "seeds")]
     assert not any(k.startswith("lm_eval_") for m in runs[:2] for k in m)
