@@ -7,7 +7,7 @@ import multiprocessing as mp
 import pytest
 import torch
 
-from langsub.bench.children import memory_specs
+from langsub.bench.children import memory_specs, peak_of
 from langsub.bench.step import Floor, flop_model, step_child
 
 LLAMA8B = dict(vocab_size=128256, hidden_size=4096, intermediate_size=14336,
@@ -38,6 +38,16 @@ def test_one_memory_child_per_configuration_on_the_cpu(device, expected):
     mem = memory_specs(specs)
     assert len(mem) == expected
     assert all(s["memory"] and s["steps"] == 1 and "round" not in s for s in mem)
+
+
+def test_each_configuration_reads_its_own_memory_child():
+    spec = {"device": "cpu", "cfg": {}, "rho": 0.05, "steps": 5}
+    lape, floor = ({**spec, "method": m, "round": 0} for m in ("lape", "floor"))
+    mem = [(s, {"peak": peak}) for s, peak in zip(memory_specs([floor, lape]), (10.0, 30.0))]
+    timed = [{"peak": 99.0}, {"peak": 101.0}]
+    assert peak_of({**lape, "round": 2}, timed, mem) == 30.0
+    assert peak_of(floor, timed, mem) == 10.0
+    assert peak_of({**lape, "rho": 0.1}, timed, mem) == 100.0  # none measured: the median
 
 
 def test_the_floor_trains_nothing_but_reaches_the_first_layer(llama):

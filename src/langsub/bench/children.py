@@ -69,7 +69,9 @@ def interleaved(items: list, rounds: int) -> list[tuple[int, object]]:
 
 
 def _key(spec: dict) -> str:
-    return json.dumps({k: v for k, v in spec.items() if k != "round"}, sort_keys=True)
+    """What a configuration is, whatever round, step count or memory child measured it."""
+    return json.dumps({k: v for k, v in spec.items() if k not in ("round", "memory", "steps")},
+                      sort_keys=True)
 
 
 def memory_specs(specs: list[dict]) -> list[dict]:
@@ -86,8 +88,7 @@ def memory_specs(specs: list[dict]) -> list[dict]:
 
 def peak_of(spec: dict, results: list[dict], mem: list[tuple[dict, dict]]) -> float:
     """The memory child's peak for this spec, else the median over the timed children."""
-    for ms, mr in mem:
-        if _key({**ms, "memory": None, "steps": None}) == _key({**spec, "memory": None,
-                                                                  "steps": None}):
-            return mr["peak"]
+    peaks = {_key(ms): mr["peak"] for ms, mr in mem}
+    if _key(spec) in peaks:
+        return peaks[_key(spec)]
     return statistics.median(r["peak"] for r in results)
