@@ -156,6 +156,36 @@ def test_comparison_rule_reads_held_out_general_when_measured():
     assert "held-out" in compare.rule_text(compare.general_source(runs), 0.01)
 
 
+def _measured(method, lr, seed, af_after, acc_after, retrieval_after):
+    return {"method": method, "lr": lr, "seed": seed, "ppl_before/target": 100.0,
+            "ppl_after/target": 50.0, "ppl_before/general": 40.0, "ppl_after/general": 40.0,
+            "heldout_ppl_before/target": 80.0, "heldout_ppl_after/target": af_after,
+            "heldout_ppl_before/general": 30.0, "heldout_ppl_after/general": 30.0,
+            "heldout_ppl_before/tatoeba/af": 80.0, "heldout_ppl_after/tatoeba/af": af_after,
+            "lm_eval_before/heldout_piqa/acc": 0.6, "lm_eval_before/heldout_piqa/acc_stderr": 0.05,
+            "lm_eval_after/heldout_piqa/acc": acc_after,
+            "retrieval_before/af_en": 0.2, "retrieval_after/af_en": retrieval_after}
+
+
+def test_the_report_s_held_out_view_states_each_group_with_its_spread():
+    """Seeds of one method and rate are one row (mean ± sd); a method run at two rates is
+    two rows; the base's score once, each row's change in points; retrieval before → after."""
+    from langsub.report import heldout as view
+
+    runs = [_measured("lape", 3e-4, 0, 72.0, 0.62, 0.18), _measured("lape", 3e-4, 1, 76.0, 0.60, 0.16),
+            _measured("full", 1e-5, 0, 70.0, 0.55, 0.1), _measured("full", 3e-6, 0, 78.0, 0.6, 0.2)]
+    md = view.table(runs, None)
+    assert "| lape | 2 | -50.00 ± 0.00 | -7.50 ± 3.54 | +0.00 ± 0.00 | +0.00 ± 0.00 | " \
+           "-7.50 ± 3.54 |" in md
+    assert "| full 1e-05 | 1 | -50.00 | -12.50 |" in md and "| full 3e-06 | 1 |" in md
+    bench = view.benchmark_table(runs, None)
+    assert "| base (before) | 60.0 ± 5.0 |" in bench
+    assert "| lape Δ | +1.00 ± 1.41 |" in bench and "| full 1e-05 Δ | -5.00 |" in bench
+    assert "| lape | 2 | 20.0 → 17.0 |" in view.retrieval_table(runs, None)
+    spec = {"chosen": {"lape": {"lr": 3e-4}}}
+    assert "full" not in view.table(runs, spec)  # a comparison: the chosen rates only
+
+
 def _compose(overrides):
     from hydra import compose, initialize_config_dir
 

@@ -120,6 +120,14 @@ def test_the_chosen_rate_is_read_from_the_runs_that_measured_everything():
     assert compare.grid_points(old, spec, "m") == old[:1]
 
 
+def test_outside_a_comparison_runs_group_by_method_and_rate():
+    runs = [_run("full", 1e-5, 1, 1, 1, 1, seed=1), _run("lape", 3e-4, 1, 1, 1, 1),
+            _run("full", 3e-6, 1, 1, 1, 1), _run("full", 1e-5, 1, 1, 1, 1)]
+    groups = compare.by_method_and_rate(runs)
+    assert [(label, [m["seed"] for m in rs]) for label, rs in groups] == \
+        [("full 1e-05", [0, 1]), ("full 3e-06", [0]), ("lape", [0])]
+
+
 @pytest.mark.parametrize("kw,line", [
     (dict(lr_factors=[]), "hydra.sweeper.lr_factors=[]: allowed is a non-empty list"),
     (dict(seeds=[]), "hydra.sweeper.seeds=[]: allowed is a non-empty list"),

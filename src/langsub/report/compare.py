@@ -139,6 +139,20 @@ def at_chosen(runs: list[dict], method: str, lr: float) -> list[dict]:
     return sorted(full or rs, key=lambda m: m["seed"])
 
 
+def by_method_and_rate(runs: list[dict]) -> list[tuple[str, list[dict]]]:
+    """(label, runs) outside a fair comparison: the runs of each method and learning rate
+    (seeds together), labelled by the method, and by its rate where it ran at several."""
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for m in runs:
+        groups.setdefault((m["method"], m["lr"]), []).append(m)
+    rates: dict[str, int] = {}
+    for method, _ in groups:
+        rates[method] = rates.get(method, 0) + 1
+    return [(method if rates[method] == 1 else f"{method} {lr:g}",
+             sorted(rs, key=lambda m: m["seed"]))
+            for (method, lr), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1]))]
+
+
 def _mean_of(runs: list[dict], key: str, fmt: str) -> str:
     vals = [m[key] for m in runs if isinstance(m.get(key), (int, float))]
     return format(sum(vals) / len(vals), fmt) if vals else "–"

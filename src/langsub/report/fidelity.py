@@ -11,7 +11,7 @@ import json
 import math
 from pathlib import Path
 
-from langsub.report.compare import at_chosen, summary
+from langsub.report.compare import at_chosen, by_method_and_rate, summary
 
 KEY = "fidelity_{}/target_share"
 
@@ -49,13 +49,12 @@ def table(runs: list[dict], spec: dict | None) -> str:
     lines = ["Share of greedy continuations (%) classified as each language (py3langid, the first "
              "line with a letter), mean ± std over the runs.", "", "| " + " | ".join(head) + " |",
              "|" + "---|" * len(head)]
-    methods = list(spec["chosen"]) if spec else list(dict.fromkeys(m["method"] for m in runs))
-    for method in methods:
-        rs = at_chosen(runs, method, spec["chosen"][method]["lr"]) if spec else \
-            [m for m in runs if m["method"] == method]
+    groups = [(m, at_chosen(runs, m, c["lr"])) for m, c in spec["chosen"].items()] if spec \
+        else by_method_and_rate(runs)
+    for label, rs in groups:
         if not rs:
             continue
-        row = [method, str(len(rs))]
+        row = [label, str(len(rs))]
         for lang in (target, *others):
             for phase in ("before", "after"):
                 key = KEY.format(phase) if lang == target else f"fidelity_{phase}/share/{lang}"
