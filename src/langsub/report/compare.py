@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from pathlib import Path
 
 from langsub.errors import ConfigError
@@ -145,9 +146,7 @@ def by_method_and_rate(runs: list[dict]) -> list[tuple[str, list[dict]]]:
     groups: dict[tuple[str, float], list[dict]] = {}
     for m in runs:
         groups.setdefault((m["method"], m["lr"]), []).append(m)
-    rates: dict[str, int] = {}
-    for method, _ in groups:
-        rates[method] = rates.get(method, 0) + 1
+    rates = Counter(method for method, _ in groups)
     return [(method if rates[method] == 1 else f"{method} {lr:g}",
              sorted(rs, key=lambda m: m["seed"]))
             for (method, lr), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1]))]
