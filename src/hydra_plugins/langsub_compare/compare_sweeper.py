@@ -54,12 +54,12 @@ class CompareSweeper(Sweeper):
         return self.hydra_context.config_loader.load_sweep_config(
             self.config, [*arguments, f"method={method}"])
 
-    def _grid_only(self, arguments: List[str]) -> List[str]:
+    def _grid_only(self, job_cfg) -> List[str]:
         """Overrides that leave the benchmarks to the chosen rate's runs ([] when the jobs
         run none, or when every grid point is to run them)."""
         from langsub.evaluation.benchmarks import tasks_of
 
-        if self.benchmark_grid or not tasks_of(self._job_config(arguments, self.methods[0])):
+        if self.benchmark_grid or not tasks_of(job_cfg):
             return []
         return ["eval.lm_eval.suite=null", "eval.lm_eval.tasks=[]", "compare_phase=grid"]
 
@@ -84,9 +84,9 @@ class CompareSweeper(Sweeper):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         args = [a for a in arguments if not a.startswith(("method=", "seed=", "train.lr="))]
-        grids = {m: compare.grid(float(self._job_config(args, m).method.lr), self.lr_factors)
-                 for m in self.methods}
-        grid_only = self._grid_only(args)
+        cfgs = {m: self._job_config(args, m) for m in self.methods}
+        grids = {m: compare.grid(float(cfgs[m].method.lr), self.lr_factors) for m in self.methods}
+        grid_only = self._grid_only(cfgs[self.methods[0]])
         jobs = [[*args, f"method={m}", f"train.lr={lr}", f"seed={self.seeds[0]}", *grid_only]
                 for m in self.methods for lr in grids[m]]
         first = self._launch(jobs, 0)

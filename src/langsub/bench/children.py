@@ -88,7 +88,5 @@ def memory_specs(specs: list[dict]) -> list[dict]:
 
 def peak_of(spec: dict, results: list[dict], mem: list[tuple[dict, dict]]) -> float:
     """The memory child's peak for this spec, else the median over the timed children."""
-    peaks = {_key(ms): mr["peak"] for ms, mr in mem}
-    if _key(spec) in peaks:
-        return peaks[_key(spec)]
-    return statistics.median(r["peak"] for r in results)
+    peaks, key = {_key(ms): mr["peak"] for ms, mr in mem}, _key(spec)
+    return peaks[key] if key in peaks else statistics.median(r["peak"] for r in results)

@@ -152,6 +152,14 @@ def by_method_and_rate(runs: list[dict]) -> list[tuple[str, list[dict]]]:
             for (method, lr), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1]))]
 
 
+def run_groups(runs: list[dict], spec: dict | None) -> list[tuple[str, list[dict]]]:
+    """(label, runs) of a report's per-method tables: each chosen rate's runs in a fair
+    comparison (`spec`), else the runs of each method and rate."""
+    if spec is None:
+        return by_method_and_rate(runs)
+    return [(m, at_chosen(runs, m, c["lr"])) for m, c in spec["chosen"].items()]
+
+
 def _mean_of(runs: list[dict], key: str, fmt: str) -> str:
     vals = [m[key] for m in runs if isinstance(m.get(key), (int, float))]
     return format(sum(vals) / len(vals), fmt) if vals else "–"

@@ -11,7 +11,7 @@ import json
 import math
 from pathlib import Path
 
-from langsub.report.compare import at_chosen, by_method_and_rate, summary
+from langsub.report.compare import run_groups, summary
 
 KEY = "fidelity_{}/target_share"
 
@@ -49,9 +49,7 @@ def table(runs: list[dict], spec: dict | None) -> str:
     lines = ["Share of greedy continuations (%) classified as each language (py3langid, the first "
              "line with a letter), mean ± std over the runs.", "", "| " + " | ".join(head) + " |",
              "|" + "---|" * len(head)]
-    groups = [(m, at_chosen(runs, m, c["lr"])) for m, c in spec["chosen"].items()] if spec \
-        else by_method_and_rate(runs)
-    for label, rs in groups:
+    for label, rs in run_groups(runs, spec):
         if not rs:
             continue
         row = [label, str(len(rs))]

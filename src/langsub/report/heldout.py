@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 
 from langsub.report.charts import pct
-from langsub.report.compare import at_chosen, by_method_and_rate, summary
+from langsub.report.compare import run_groups, summary
 
 
 def present(runs: list[dict]) -> bool:
@@ -18,10 +18,8 @@ def present(runs: list[dict]) -> bool:
 def groups(runs: list[dict], spec: dict | None) -> list[tuple[str, list[dict]]]:
     """(method, runs): at the chosen rate in a comparison, else every run of the method (by
     rate where it ran at several)."""
-    if spec is not None:
-        return [(m, rs) for m, c in spec["chosen"].items()
-                if (rs := [r for r in at_chosen(runs, m, c["lr"]) if present([r])])]
-    return by_method_and_rate([m for m in runs if present([m])])
+    return [(label, rs) for label, rs in run_groups([m for m in runs if present([m])], spec)
+            if rs]
 
 
 def _cell(rs: list[dict], after: str, before: str, scale=None) -> str:
