@@ -161,6 +161,14 @@ def test_the_table_states_spread_wall_time_and_peak_memory():
     assert "| train s | peak GB |" in md
     assert "| lape | 0.0001 | yes | 2 | -15.00 ± 7.07 | -10.00, -20.00 | +0.50 ± 0.71 | " \
            "+0.00, +1.00 | 110 | 3.30 |" in md
+    # chosen on held-out text: the general column is the held-out test halves', not the corpus'
+    held = {"heldout_valid_ppl_before/general": 30.0, "heldout_valid_ppl_after/general": 30.0,
+            "heldout_ppl_before/general": 20.0}
+    runs = [run(0, 90.0, 50.0, 100, 3.1) | held | {"heldout_ppl_after/general": 19.0},
+            run(1, 80.0, 50.5, 120, 3.3) | held | {"heldout_ppl_after/general": 21.0}]
+    md = compare.table(runs, spec)
+    assert "| held-out general ppl Δ % (mean ± std) |" in md
+    assert "| -15.00 ± 7.07 | -10.00, -20.00 | +0.00 ± 7.07 | -5.00, +5.00 | 110 |" in md
 
 
 def test_a_folder_of_one_method_sweeps_reports_as_one_comparison(tmp_path):

@@ -173,18 +173,23 @@ def _peak(runs: list[dict]) -> str:
 
 
 def table(runs: list[dict], spec: dict) -> str:
-    """Per method: chosen lr, mean ± std over seeds and each seed's value (test split)."""
+    """Per method: chosen lr, mean ± std over seeds and each seed's value (test split); the
+    general change is read from the text the rule read (held-out test halves when it chose on
+    held-out text, else the corpus)."""
+    chosen = {method: at_chosen(runs, method, c["lr"]) for method, c in spec["chosen"].items()}
+    held_out = general_source([m for rs in chosen.values() for m in rs]) == HELDOUT
+    gkey, where = ("heldout_ppl", "held-out ") if held_out else ("ppl", "")
     lines = [f"Rule: {spec['rule']} (validation split); grid: default x "
              f"{', '.join(f'{f:g}' for f in spec['lr_factors'])}; seeds {spec['seeds']}.", "",
              "| method | chosen lr | met rule | seeds | target ppl Δ % (mean ± std) | per seed "
-             "| general ppl Δ % (mean ± std) | per seed | train s | peak GB |",
+             f"| {where}general ppl Δ % (mean ± std) | per seed | train s | peak GB |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for method, c in spec["chosen"].items():
-        rs = at_chosen(runs, method, c["lr"])
+        rs = chosen[method]
         if not rs:
             continue
         t = [pct(m["ppl_after/target"], m["ppl_before/target"]) for m in rs]
-        g = [pct(m["ppl_after/general"], m["ppl_before/general"]) for m in rs]
+        g = [pct(m[f"{gkey}_after/general"], m[f"{gkey}_before/general"]) for m in rs]
         (tm, ts), (gm, gs) = summary(t), summary(g)
         lines.append(f"| {method} | {c['lr']:g} | {'yes' if c['met_rule'] else 'no'} | "
                      f"{len(rs)} | {tm:+.2f} ± {ts:.2f} | {', '.join(f'{v:+.2f}' for v in t)} | "
