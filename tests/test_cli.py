@@ -13,7 +13,7 @@ from langsub.cli import COMMANDS, creatable
 from langsub.errors import ConfigError
 from langsub.validate import check_config
 
-RUN = "docs/results/heldout/gemma3_270m/af/lape_s0"  # a finished run, committed
+RUN = "docs/compare/gemma3_270m/af/lape_s0"  # a finished run, committed
 
 
 def langsub(*args, timeout=120):
