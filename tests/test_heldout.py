@@ -249,3 +249,24 @@ def test_a_missing_benchmark_file_is_one_line(tmp_path):
     (d / "langsub_heldout" / "mmlu.jsonl").unlink()
     with pytest.raises(ConfigError, match="heldout_mmlu's items \\(mmlu.jsonl\\) are missing"):
         check_config(_compose(["eval=heldout", f"eval.lm_eval.include_path=[{d}]"]))
+
+
+def test_the_held_out_figure_shows_each_group_s_mean_and_spread(tmp_path, monkeypatch):
+    """heldout.png: per group the corpus target, held-out target and general (mean change %,
+    the seeds' sd as error bars), and report.md shows it."""
+    from langsub.report import heldout as view
+
+    runs = [_measured("lape", 3e-4, 0, 72.0, 0.62, 0.18), _measured("lape", 3e-4, 1, 76.0, 0.60, 0.16),
+            _measured("full", 1e-5, 0, 70.0, 0.55, 0.1)]
+    drawn = {}
+    monkeypatch.setattr(view, "grouped_bars", lambda names, series, *a: drawn.update(
+        names=names, series=series))
+    view.figure(runs, None, tmp_path / "heldout.png")
+    assert drawn["names"] == ["full", "lape"]
+    means, sds = drawn["series"]["held-out target"]
+    assert means == pytest.approx([-12.5, -7.5]) and sds == pytest.approx([0.0, 3.5355], abs=1e-3)
+    assert drawn["series"]["corpus target"][0] == pytest.approx([-50.0, -50.0])
+    monkeypatch.undo()
+    view.figure(runs, None, tmp_path / "heldout.png")
+    assert (tmp_path / "heldout.png").read_bytes()[:4] == b"\x89PNG"
+    assert "![held-out](heldout.png)" in view.section(runs, None)

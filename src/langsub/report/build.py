@@ -120,6 +120,7 @@ def write(root: Path, capacity_view: bool = False) -> None:
                      f"![grid](pareto.png)\n\n### Every grid point\n\n"
                      f"{compare.grid_table(runs, spec)}\n\n")
     if heldout.present(runs):  # held-out text (on by default) and eval=heldout's benchmarks
+        heldout.figure(runs, spec, root / "heldout.png")
         views.append(heldout.section(runs, spec))
     if fidelity.present(runs):  # analysis=[fidelity]: which language the model writes
         views.append(f"## Language fidelity\n\n{fidelity.table(runs, spec)}\n\n"

@@ -9,15 +9,22 @@ def pct(after: float, before: float) -> float:
 def paired_bars(names: list[str], left: list[float], right: list[float], labels: tuple[str, str],
                 ylabel: str, path, title: str | None = None) -> None:
     """Two bars per name (e.g. target and general change), one PNG."""
+    grouped_bars(names, {labels[0]: (left, None), labels[1]: (right, None)}, ylabel, path, title)
+
+
+def grouped_bars(names: list[str], series: dict[str, tuple[list[float], list[float] | None]],
+                 ylabel: str, path, title: str | None = None) -> None:
+    """One bar per series and name, with its spread as an error bar where given; one PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    x = range(len(names))
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.2 * len(names) + 2), 3.5))
-    ax.bar([i - 0.2 for i in x], left, 0.4, label=labels[0])
-    ax.bar([i + 0.2 for i in x], right, 0.4, label=labels[1])
+    x, width = range(len(names)), 0.8 / len(series)
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(series) * len(names) + 2), 3.5))
+    for j, (label, (values, spread)) in enumerate(series.items()):
+        offset = (j - (len(series) - 1) / 2) * width
+        ax.bar([i + offset for i in x], values, width, yerr=spread, capsize=2, label=label)
     ax.axhline(0, color="k", lw=0.5)
     ax.set_xticks(list(x), names)
     ax.set_ylabel(ylabel)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from langsub.report.charts import pct
+from langsub.report.charts import grouped_bars, pct
 from langsub.report.compare import run_groups, summary
 
 
@@ -101,11 +101,32 @@ def retrieval_table(runs: list[dict], spec: dict | None) -> str:
     return "\n".join(lines)
 
 
+FIGURE = (("corpus target", "ppl_after/target", "ppl_before/target"),
+          ("held-out target", "heldout_ppl_after/target", "heldout_ppl_before/target"),
+          ("held-out general", "heldout_ppl_after/general", "heldout_ppl_before/general"))
+
+
+def figure(runs: list[dict], spec: dict | None, path) -> None:
+    """heldout.png: per group, the corpus target beside held-out target and general (mean
+    change %, the seeds' sd as error bars): how much of a gain is the register."""
+    gs = groups(runs, spec)
+    series = {}
+    for label, after, before in FIGURE:
+        stats = [summary([pct(m[after], m[before]) for m in rs
+                          if isinstance(m.get(after), (int, float))] or [math.nan])
+                 for _, rs in gs]
+        series[label] = ([s[0] for s in stats], [s[1] for s in stats])
+    grouped_bars([label.replace(" ", "\n", 1) for label, _ in gs], series,
+                 "perplexity change, % (lower is better)", path,
+                 "the training register beside held-out text")
+
+
 def section(runs: list[dict], spec: dict | None) -> str:
     bench, retrieval = benchmark_table(runs, spec), retrieval_table(runs, spec)
     return ("## Held-out text and benchmarks\n\nPerplexity change, % (test halves; mean ± "
             "std over seeds): the corpus (the training register) beside held-out text "
             "(evaluation/heldout.py).\n\n" + table(runs, spec) + "\n\n"
+            + "![held-out](heldout.png)\n\n"
             + (f"Benchmarks (eval=heldout): the base model's score (accuracy %, chrF; ± "
                f"lm-eval's stderr), then each method's change in points.\n\n{bench}\n\n"
                if bench else "")
