@@ -21,7 +21,7 @@ def grouped_bars(names: list[str], series: dict[str, tuple[list[float], list[flo
     import matplotlib.pyplot as plt
 
     x, width = range(len(names)), 0.8 / len(series)
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.45 * len(series) * len(names) + 2), 3.5))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(series) * len(names) + 2), 3.5))
     for j, (label, (values, spread)) in enumerate(series.items()):
         offset = (j - (len(series) - 1) / 2) * width
         ax.bar([i + offset for i in x], values, width, yerr=spread, capsize=2, label=label)

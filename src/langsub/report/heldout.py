@@ -22,10 +22,15 @@ def groups(runs: list[dict], spec: dict | None) -> list[tuple[str, list[dict]]]:
             if rs]
 
 
-def _cell(rs: list[dict], after: str, before: str, scale=None) -> str:
-    vals = [(m[after] - m[before]) * scale if scale else pct(m[after], m[before])
+def _changes(rs: list[dict], after: str, before: str, scale=None) -> list[float]:
+    """Each run's change: after − before times `scale` (points), else in percent."""
+    return [(m[after] - m[before]) * scale if scale else pct(m[after], m[before])
             for m in rs if isinstance(m.get(after), (int, float))
             and isinstance(m.get(before), (int, float))]
+
+
+def _cell(rs: list[dict], after: str, before: str, scale=None) -> str:
+    vals = _changes(rs, after, before, scale)
     if not vals:
         return "–"
     mean, sd = summary(vals)
@@ -112,9 +117,7 @@ def figure(runs: list[dict], spec: dict | None, path) -> None:
     gs = groups(runs, spec)
     series = {}
     for label, after, before in FIGURE:
-        stats = [summary([pct(m[after], m[before]) for m in rs
-                          if isinstance(m.get(after), (int, float))] or [math.nan])
-                 for _, rs in gs]
+        stats = [summary(_changes(rs, after, before) or [math.nan]) for _, rs in gs]
         series[label] = ([s[0] for s in stats], [s[1] for s in stats])
     grouped_bars([label.replace(" ", "\n", 1) for label, _ in gs], series,
                  "perplexity change, % (lower is better)", path,
