@@ -1,18 +1,15 @@
 """Build small local stand-ins of the paper's evaluation datasets from the embedded corpus.
 
-    python scripts/build_paper_standins.py   # rewrites data/lm_eval/paper_standins/
+    python scripts/build_paper_standins.py   # rewrites the stand-ins in data/lm_eval/paper_offline/
 
 Each stand-in is laid out like its hub repository (`<owner>/<name>/README.md` with
 `configs:`, then `<config>/<split>.jsonl` with the hub's columns), so `eval=paper_offline`
 reads it with the same `datasets.load_dataset` call as the real one. They are stand-ins:
 they exercise the suite's plumbing without a hub and say nothing about the benchmarks.
-Small on purpose (`--n`, default 24 items; the repository's data stay under 15 MiB):
-- FLORES+ (devtest): the first n held-out MediaWiki messages present in all 19 languages
-  (data/parallel/mediawiki.jsonl), joined on `id` as the real sentences are.
+Small on purpose (`--n`, default 24 items; the repository's data stay under 15 MiB).
+SIB-200 and FLORES+ are not stand-ins: scripts/build_flores.py writes their real items
+into the same directory.
 - OPUS-100 (test): the first n/3 UDHR articles (data/parallel/udhr.jsonl), with English.
-- SIB-200 (test): n test sentences and UDHR articles per language; `category` is the sentence's
-  *source*, not its subject: UDHR articles "politics", LibreOffice strings
-  "science/technology", MediaWiki messages "entertainment".
 - Belebele (test): the language's langsub_cloze items: the first half as the passage, the
   four candidate endings as answers.
 - MMLU, HellaSwag, PIQA (two endings), ARC-Easy / ARC-Challenge (first / second half): the
@@ -29,7 +26,6 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE_TOPIC = {"lo": "science/technology", "mw": "entertainment", "udhr": "politics"}
 
 
 def write(root: Path, hub_id: str, tables: dict[tuple[str, str], list[dict]]) -> None:
@@ -49,6 +45,8 @@ def write(root: Path, hub_id: str, tables: dict[tuple[str, str], list[dict]]) ->
     lines += ["---", f"Stand-in for {hub_id}, built from the embedded corpus by "
               "scripts/build_paper_standins.py (see data/README.md). Not the real dataset.", ""]
     (base / "README.md").write_text("\n".join(lines), encoding="utf-8")
+    # the marker langsub.evaluation.paper reads: scores from here are labelled stand-ins
+    (base / "STANDIN").write_text("built from the embedded corpus; not the real dataset\n")
 
 
 def jsonl(path: Path) -> list[dict]:
@@ -56,27 +54,15 @@ def jsonl(path: Path) -> list[dict]:
 
 
 def monolingual(data: Path, langs: dict[str, dict], n: int):
-    mw, udhr = jsonl(data / "parallel" / "mediawiki.jsonl"), jsonl(data / "parallel" / "udhr.jsonl")
-    flores, opus, sib, bele = {}, {}, {}, {}
+    udhr = jsonl(data / "parallel" / "udhr.jsonl")
+    opus, bele = {}, {}
     for code, f in langs.items():
-        iso, script = f["flores"].split("_")
-        flores[(f["flores"], "devtest")] = [
-            {"id": i + 1, "iso_639_3": iso, "iso_15924": script, "glottocode": "",
-             "text": r[code], "url": "", "domain": "stand-in", "topic": "stand-in",
-             "has_image": 0, "has_hyperlink": 0} for i, r in enumerate(mw[:n])]
         if code == "en":
             continue
         if f.get("opus"):
             pair = "-".join(sorted((f["opus"], "en")))
             opus[(pair, "test")] = [{"translation": {f["opus"]: r[code], "en": r["en"]}}
                                     for r in udhr[:n // 3]]
-        rows = [(r["text"], r["source"]) for r in jsonl(data / "corpus" / f"{code}.jsonl")
-                if r["split"] == "test"]
-        rows = [(r[code], "udhr") for r in udhr] + rows
-        random.Random(f"sib:{code}").shuffle(rows)
-        sib[(f["sib200"], "test")] = [
-            {"index_id": i, "category": SOURCE_TOPIC[s], "text": t}
-            for i, (t, s) in enumerate(rows[:n])]
         if not f.get("belebele"):
             continue
         cloze = jsonl(data / "lm_eval" / "langsub_cloze" / f"{code}.jsonl")[:n]
@@ -86,8 +72,7 @@ def monolingual(data: Path, langs: dict[str, dict], n: int):
              **{f"mc_answer{k + 1}": c["choices"][k].strip() for k in range(4)},
              "correct_answer_num": str(c["label"] + 1), "dialect": f["belebele"],
              "ds": "stand-in"} for i, c in enumerate(cloze)]
-    return {"openlanguagedata/flores_plus": flores, "Helsinki-NLP/opus-100": opus,
-            "Davlan/sib200": sib, "facebook/belebele": bele}
+    return {"Helsinki-NLP/opus-100": opus, "facebook/belebele": bele}
 
 
 def winogrande(sentences: list[str], n: int, seed: int) -> list[dict]:
@@ -135,7 +120,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=ROOT / "data", type=Path)
     ap.add_argument("--langs", default=ROOT / "conf" / "lang", type=Path)
-    ap.add_argument("--out", default=ROOT / "data" / "lm_eval" / "paper_standins", type=Path)
+    ap.add_argument("--out", default=ROOT / "data" / "lm_eval" / "paper_offline", type=Path)
     ap.add_argument("--n", default=24, type=int,
                     help="items per language and dataset (OPUS-100: n/3 UDHR articles)")
     a = ap.parse_args(argv)

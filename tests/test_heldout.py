@@ -194,9 +194,10 @@ def _compose(overrides):
 
 
 @pytest.mark.parametrize("overrides, says", [
-    (["lang=mt", "eval=heldout"], "lang=mt: no held-out text"),
-    (["lang=ne", "eval=heldout"], "lang=ne: no held-out text"),
-    (["eval.heldout.sets=[tatoeba,flores]"], "'flores' is not a held-out set"),
+    (["lang=mt", "eval=heldout", "eval.heldout.sets=[tatoeba,wikitext]"],
+     "lang=mt: no held-out text in tatoeba, wikitext"),
+    (["lang=ne", "eval=heldout", "eval.heldout.sets=[tatoeba]"], "lang=ne: no held-out text"),
+    (["eval.heldout.sets=[tatoeba,news]"], "'news' is not a held-out set"),
     (["eval.heldout.dir=/nonexistent"], "eval.heldout.dir=/nonexistent: not a directory"),
     (["eval=heldout", "eval.lm_eval.tasks=[heldout_mmlu_xx]"], "'heldout_mmlu_xx' is not an lm-eval task"),
 ])
@@ -208,12 +209,13 @@ def test_bad_held_out_input_is_one_line(overrides, says):
         check_config(_compose(overrides))
 
 
-def test_target_without_held_out_text_trains_with_default_eval():
+def test_target_without_tatoeba_is_measured_on_flores():
     from langsub.evaluation import heldout
 
     cfg = _compose(["lang=mt"])
     assert heldout.config_problems(cfg) == []
     assert ("tatoeba", "mt") not in heldout.plan(cfg) and ("tatoeba", "en") in heldout.plan(cfg)
+    assert ("flores", "mt") in heldout.plan(cfg) and heldout.summary_set(cfg) == "flores"
 
 
 def test_main_job_with_the_suite_on_the_embedded_model(tmp_path):

@@ -13,7 +13,7 @@ from conftest import ROOT
 from langsub.evaluation import paper
 from langsub.evaluation.benchmarks import PACKAGE_TASKS, task_manager
 
-STANDINS = ROOT / "data" / "lm_eval" / "paper_standins"
+STANDINS = ROOT / "data" / "lm_eval" / "paper_offline"
 
 DOCS = {
     "translation": {"source": "Die kat sit op die mat.", "target_name": "English"},

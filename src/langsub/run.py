@@ -21,6 +21,8 @@ from langsub.analysis import figures, wanted
 from langsub.analysis.registry import run_after
 from langsub.data.datamodule import LangDataModule
 from langsub.evaluation.benchmarks import run_phase as lm_eval_phase
+from langsub.evaluation.benchmarks import standins
+from langsub.evaluation.heldout import summary_set
 from langsub.evaluation.perplexity import geomean
 from langsub.io import atomic_write_text
 from langsub.job import Job
@@ -81,6 +83,9 @@ def setup(cfg: DictConfig) -> Job:
     module = module_from_config(cfg, model, dm.eval_langs, dm.val_langs)
     if dm.hub is not None:  # the stream's budget is known now: check before any real work
         dm.check_blocks()
+    short = dm.shortfall(cfg.train.get("epochs"))
+    if short is not None:
+        print(f"[langsub] {short}")
     return Job(cfg, Path(cfg.paths.output_dir), tok, dm, method, module, trainer, evaluator,
                total, base=base_of(cfg))
 
@@ -202,7 +207,8 @@ def collect_metrics(job: Job) -> dict:
          "rho_used": ident.rho_used if ident else None, "threshold": cfg.threshold,
          "selection": selection_of(cfg)["name"], "selection_match": selection_of(cfg).get("match"),
          "alpha": cfg.get("alpha"), "seed": cfg.seed, "compare_phase": cfg.get("compare_phase"),
-         "base_model": describe_source(cfg.model),
+         "base_model": describe_source(cfg.model), "data": cfg.data.get("name"),
+         "heldout_set": summary_set(cfg), "standin_tasks": standins(cfg),
          "dtype": cfg.model.get("dtype", "float32"),  # as resolved (${fast_dtype:...})
          "neurons": int(sum(len(t) for t in trained)) if trained is not None else None,
          "neurons_from": job.method.source(target) if trained is not None else None,

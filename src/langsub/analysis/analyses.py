@@ -62,14 +62,19 @@ class Alignment(Analysis):
         return A.alignment(model.eval(), ctx.tokenizer, sents, ctx.target)
 
     def _retrieval(self, ctx, model) -> dict | None:
-        """Tatoeba bitext retrieval target ↔ en per layer (real parallel data, test half)."""
+        """Bitext retrieval target ↔ en per layer on real parallel text (test halves):
+        Tatoeba (`<xx>_en`, `en_<xx>`) and FLORES (`flores_<xx>_en`, `flores_en_<xx>`)."""
         d = ((ctx.cfg.get("eval") or {}).get("heldout") or {}).get("dir")
-        pairs = A.tatoeba_pairs(d, ctx.target) if d else None
-        if pairs is None:
-            return None
-        xs, ens = (A.pooled_states(model.eval(), ctx.tokenizer, s) for s in pairs)
-        r = A.retrieval(xs, ens)
-        return {f"{ctx.target}_en": r["a_to_b"], f"en_{ctx.target}": r["b_to_a"], "n": len(pairs[0])}
+        out, t = {}, ctx.target
+        for name, prefix in (("tatoeba", ""), ("flores", "flores_")):
+            pairs = A.bitext_pairs(d, name, t) if d else None
+            if pairs is None:
+                continue
+            xs, ens = (A.pooled_states(model.eval(), ctx.tokenizer, s) for s in pairs)
+            r = A.retrieval(xs, ens)
+            out.update({f"{prefix}{t}_en": r["a_to_b"], f"{prefix}en_{t}": r["b_to_a"],
+                        f"{prefix}n": len(pairs[0])})
+        return out or None
 
     def before(self, ctx, model):
         ctx.state["alignment"] = self._curves(ctx, model)
@@ -95,7 +100,7 @@ class Alignment(Analysis):
                "alignment_after/en": after["en"][layer]}
         for name, r in (("before", rb), ("after", ra)):  # at the same layer, and the best
             for k, curve in (r or {}).items():
-                if k != "n":
+                if k not in ("n", "flores_n"):
                     out[f"retrieval_{name}/{k}"] = curve[layer]
                     out[f"retrieval_{name}/{k}_best"] = max(curve)
         return out

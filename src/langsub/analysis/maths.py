@@ -121,15 +121,25 @@ def alignment(model, tokenizer, sents: dict[str, list[str]], target: str) -> dic
             for l in sents if l != target}
 
 
-def tatoeba_pairs(heldout_dir, lang: str, limit: int = 200) -> tuple[list[str], list[str]] | None:
-    """(sentences, their English) of the Tatoeba test half of `lang`; None without a file."""
+def bitext_pairs(heldout_dir, name: str, lang: str, limit: int = 200
+                 ) -> tuple[list[str], list[str]] | None:
+    """(sentences, their English) of the test half of held-out set `name` for `lang`:
+    Tatoeba carries the English side (`en`), FLORES is joined with its English file on `id`.
+    None without a file (or for English itself)."""
     import json
     from pathlib import Path
 
-    p = Path(heldout_dir, "tatoeba", f"{lang}.jsonl")
+    p = Path(heldout_dir, name, f"{lang}.jsonl")
     if lang == "en" or not p.is_file():
         return None
-    rows = [r for r in map(json.loads, p.open(encoding="utf-8")) if r["split"] == "test"][:limit]
+    rows = [r for r in map(json.loads, p.open(encoding="utf-8")) if r["split"] == "test"]
+    if rows and "en" not in rows[0]:  # FLORES: the English sentence of the same id
+        en_path = Path(heldout_dir, name, "en.jsonl")
+        if not en_path.is_file():
+            return None
+        english = {r["id"]: r["text"] for r in map(json.loads, en_path.open(encoding="utf-8"))}
+        rows = [{**r, "en": english[r["id"]]} for r in rows if r["id"] in english]
+    rows = rows[:limit]
     return [r["text"] for r in rows], [r["en"] for r in rows]
 
 

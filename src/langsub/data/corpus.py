@@ -27,8 +27,9 @@ def corpus_file(corpus_dir: str | Path, lang: str) -> Path:
             if p.stat().st_size == 0:
                 raise CorpusError(f"corpus file {p} is empty")
             return p
-    raise CorpusError(f"corpus file {d / (lang + '.jsonl')} does not exist "
-                      f"(data.corpus_dir={d}, lang={lang})")
+    have = sorted(p.stem for p in d.glob("*.jsonl")) + sorted(p.stem for p in d.glob("*.txt"))
+    raise CorpusError(f"corpus file {d / (lang + '.jsonl')} does not exist (data.corpus_dir={d}, "
+                      f"lang={lang}; languages there: {', '.join(have) or 'none'})")
 
 
 def split_of_index(i: int, seed: int, fractions=(0.7, 0.15, 0.15)) -> str:
@@ -108,25 +109,32 @@ def _pipeline(backend) -> dict:
     return spec
 
 
-def _fingerprints(ds, tokenizer, fmt, pad, block_size) -> tuple[str | None, str | None]:
+def _fingerprints(ds, tokenizer, fmt, pad, block_size, score_separator=True
+                  ) -> tuple[str | None, str | None]:
     """The cache fingerprints of the tokenize and pack steps, given explicitly: `datasets`
     would otherwise hash the closures, tokenizer included (seconds for a 262K vocabulary, or
     a random hash and no cache at all)."""
     digest, parent = tokenizer_digest(tokenizer), getattr(ds, "_fingerprint", None)
     if digest is None or parent is None:
         return None, None
-    tok = fingerprint("tokenize/1", parent, digest, list(fmt.separator))
+    tok = fingerprint("tokenize/1", parent, digest, list(fmt.separator)) if score_separator \
+        else fingerprint("tokenize/2", parent, digest, list(fmt.separator), "separator unscored")
     return tok, fingerprint("pack/1", tok, fmt.bos, pad, block_size)
 
 
 def pack(ds: datasets.Dataset, tokenizer, block_size: int, max_tokens: int | None = None,
-         num_proc: int | None = None, fmt: SequenceFormat | None = None) -> datasets.Dataset:
+         num_proc: int | None = None, fmt: SequenceFormat | None = None,
+         score_separator: bool = True) -> datasets.Dataset:
     """Tokenize, join documents with the separator (EOS by default) and cut into blocks of
     `block_size` tokens; with a BOS, each block is BOS + block_size - 1 tokens. The last
     block is padded.
 
     Pads carry attention_mask 0 and label -100, so they count in neither loss nor statistics;
     the BOS has attention_mask 1 and label -100: attended to, never a target, not counted.
+    `score_separator=False` (every measured perplexity): the separator's tokens get label
+    -100 too — attended to, never a target — so a perplexity counts the language's tokens and
+    not how well the model predicts the document format (Tatoeba's ~10-token sentences make
+    one target in ten a separator). Training and identification keep them (True).
     """
     fmt = fmt or SequenceFormat(None, (tokenizer.eos_token_id,))
     pad = tokenizer.pad_token_id
@@ -137,25 +145,32 @@ def pack(ds: datasets.Dataset, tokenizer, block_size: int, max_tokens: int | Non
     def tok(batch):
         ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
         # numpy rows: datasets writes them to Arrow directly (python lists are walked item
-        # by item, minutes for a real tokenizer's corpus)
-        return {"ids": [np.asarray(x + sep, dtype=np.int64) for x in ids]}
+        # by item, minutes for a real tokenizer's corpus); the separator's tokens are
+        # negated (ids are >= 0) so `group` knows them without a second column
+        return {"ids": [np.asarray(x + ([-t - 1 for t in sep] if not score_separator else sep),
+                                   dtype=np.int64) for x in ids]}
 
     def group(batch):
         rows = [np.asarray(x, dtype=np.int64) for x in batch["ids"]]
         flat = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+        scored = flat >= 0
+        flat = np.where(scored, flat, -flat - 1)
         n = -(-len(flat) // body)
         padded = np.full(n * body, pad, dtype=np.int64)
         padded[: len(flat)] = flat
         tokens = padded.reshape(n, body)
         real = (np.arange(n * body) < len(flat)).reshape(n, body)
+        target = np.zeros(n * body, dtype=bool)
+        target[: len(flat)] = scored
+        target = target.reshape(n, body)
         k = 0 if bos is None else 1  # the BOS column
         inp = np.concatenate([np.full((n, k), bos or 0, dtype=np.int64), tokens], 1)
         mask = np.concatenate([np.ones((n, k), dtype=np.int64), real.astype(np.int64)], 1)
         labels = np.concatenate([np.full((n, k), -100, dtype=np.int64),
-                                 np.where(real, tokens, -100)], 1)
+                                 np.where(target, tokens, -100)], 1)
         return {"input_ids": inp, "attention_mask": mask, "labels": labels}
 
-    fp_tok, fp_pack = _fingerprints(ds, tokenizer, fmt, pad, block_size)
+    fp_tok, fp_pack = _fingerprints(ds, tokenizer, fmt, pad, block_size, score_separator)
     ds = ds.map(tok, batched=True, remove_columns=ds.column_names, num_proc=num_proc,
                 desc="tokenize", new_fingerprint=fp_tok)
     # one group over the whole split: a single trailing partial block per language

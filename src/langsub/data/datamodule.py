@@ -203,11 +203,30 @@ class LangDataModule(L.LightningDataModule):
                 datasets.enable_progress_bars()
         log.info(f"data: ready in {since(t0)}")
 
+    def train_tokens(self) -> int:
+        """Tokens of the target's train split (blocks' attended positions, BOS included)."""
+        ds = self.blocks(self.target, "train").with_format("numpy")
+        return int(ds[:]["attention_mask"].sum())
+
+    def shortfall(self, epochs: int | None) -> str | None:
+        """A line when the target's train split holds fewer tokens than the run's budget
+        (`budgets.train`): what it holds, and whether training stops after `epochs` passes or
+        repeats the split."""
+        have, want = self.train_tokens(), self.budgets.train
+        if want is None or have >= want:
+            return None
+        then = f"training stops after {epochs} epoch(s) of what exists" if epochs else \
+            f"the split is repeated (~{want / have:.1f} epochs); train.epochs=1 stops after one"
+        return (f"data: {self.target}'s train split holds {have:,} tokens, fewer than the "
+                f"budget of {want:,} (train.max_tokens): {then}")
+
     def blocks(self, lang: str, split: str, max_tokens: int | None = None) -> datasets.Dataset:
         key = (lang, split, max_tokens)
         if key not in self._cache:
             texts = load_texts(self.corpus_path(lang), split, self.cache_dir, self.seed)
-            ds = pack(texts, self.tokenizer, self.block_size, max_tokens, fmt=self.fmt)
+            # valid and test are measured: their separators are attended to, never scored
+            ds = pack(texts, self.tokenizer, self.block_size, max_tokens, fmt=self.fmt,
+                      score_separator=split == "train")
             if len(ds) == 0 or int(ds[0]["attention_mask"].sum()) < self.block_size:
                 raise CorpusError(f"language {lang}: the {split} split has fewer tokens than "
                                   f"one block (data.block_size={self.block_size})")

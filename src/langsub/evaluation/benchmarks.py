@@ -70,6 +70,14 @@ def tasks_of(cfg) -> list[str]:
     return suite + [t for t in extra if t not in suite]
 
 
+def standins(cfg) -> list[str]:
+    """The run's benchmark tasks whose items are stand-ins (eval=paper_offline: Belebele,
+    OPUS-100 and the English suite; SIB-200 and FLORES are real): metrics.json, the console
+    and the report mark their scores."""
+    ecfg = (cfg.get("eval") or {}).get("lm_eval") or {}
+    return paper.standin_tasks(tasks_of(cfg), ecfg.get("data_dir"))
+
+
 def heldout_tasks(code: str, include_path) -> list[str]:
     """eval=heldout: the English benchmarks and BLiMP, then the target's tasks that have
     items (XCOPA; Tatoeba translation both ways) in a `langsub_heldout` task directory."""

@@ -6,15 +6,17 @@ more of the language, or only more of the corpus' register (software UI strings)
     python train.py lang=af eval.heldout.sets=[]              # off
 
 Sets live in `eval.heldout.dir/<set>/<lang>.jsonl` (rows with `text` and `split`: valid or
-test; scripts/build_heldout.py builds them): Tatoeba (conversational sentences, 16 of the 19
-languages) and WikiText-103 (English encyclopedic sentences). Text is packed exactly like the
-corpus (BOS per block, documents joined by the model's separator) and measured with the
-perplexity of the Lightning loop. Metric names (TensorBoard and metrics.json):
+test; scripts/build_heldout.py and build_flores.py build them): Tatoeba (conversational
+sentences, 16 of the 19 languages), WikiText-103 (English encyclopedic sentences) and FLORES
+(SIB-200's FLORES-200 sentences, all 19). Text is packed like the corpus (BOS per block,
+sentences joined by the model's separator) and measured with the perplexity of the
+Lightning loop; the separators are context, never targets, so the figure counts the language
+and not the document format. Metric names (TensorBoard and metrics.json):
 
     heldout_ppl_<phase>/<set>/<lang>         test half
     heldout_valid_ppl_<phase>/<set>/<lang>   valid half (what a learning-rate rule may read)
-    heldout_ppl_<phase>/target|general       the first set's target, and the geometric mean
-    heldout_valid_ppl_<phase>/target|general   over `general` (the languages it has)
+    heldout_ppl_<phase>/target|general       the first listed set that has the target: its
+    heldout_valid_ppl_<phase>/target|general   target, and the geometric mean over `general`
 """
 from __future__ import annotations
 
@@ -90,10 +92,12 @@ def config_problems(cfg) -> list[str]:
 
 
 def blocks(path: Path, split: str, tokenizer, block_size: int, fmt, max_tokens, cache_dir):
-    """One half of one set's file, packed like the corpus."""
+    """One half of one set's file, packed like the corpus; the separators are context, never
+    targets (a perplexity of the language, not of the document format)."""
     from langsub.data.corpus import load_texts, pack
 
-    return pack(load_texts(path, split, cache_dir), tokenizer, block_size, max_tokens, fmt=fmt)
+    return pack(load_texts(path, split, cache_dir), tokenizer, block_size, max_tokens, fmt=fmt,
+                score_separator=False)
 
 
 def measure(model, tokenizer, fmt, cfg, phase: str, logger=None, context=None) -> dict:
@@ -123,9 +127,17 @@ def measure(model, tokenizer, fmt, cfg, phase: str, logger=None, context=None) -
     return out
 
 
+def summary_set(cfg) -> str | None:
+    """The set the target and general summaries read: the first listed set that has the
+    target (FLORES for mt and ne, which Tatoeba lacks); None when none has it."""
+    h = hcfg(cfg)
+    sets, d = list(h.get("sets") or []), h.get("dir")
+    return next((s for s in sets if d and cfg.lang.code in available(d, s)), None)
+
+
 def summaries(values: dict, cfg, phase: str) -> dict:
-    """Target and general (geometric mean over `general`) of the first listed set."""
-    first = list(hcfg(cfg).get("sets") or [None])[0]
+    """Target and general (geometric mean over `general`) of the summary set."""
+    first = summary_set(cfg)
     out = {}
     for prefix in HALVES.values():
         get = {l: values.get(f"{prefix}_{phase}/{first}/{l}") for l in [cfg.lang.code, *cfg.general]}
@@ -150,7 +162,7 @@ def cache_key(cfg, model, tokenizer, fmt) -> dict:
             "max_tokens": h.get("max_tokens"), "sets": list(h.get("sets") or []),
             "target": cfg.lang.code, "general": list(cfg.general),
             "files": {f"{s}/{l}": file_digest(Path(h["dir"]) / s / f"{l}.jsonl")
-                      for s, l in plan(cfg)}, "version": 1}
+                      for s, l in plan(cfg)}, "version": 2}
 
 
 def measure_before(model, tokenizer, fmt, cfg, logger=None, context=None) -> dict:

@@ -5,8 +5,10 @@ enhancement/eval_finetune.py): zero-shot, greedy generation with repetition pena
 and at most 128 new tokens, the first answer letter pulled out of the reply by their six
 patterns, translation scored by sentence-level chrF and BLEU (sacrebleu) averaged over
 sentences. The task YAMLs in `paper_tasks/` call the functions below; their datasets
-come from `load`, which reads the hub or, with `eval.lm_eval.data_dir`, local stand-ins
-laid out like the hub repositories (a README.md with `configs:` and the data files).
+come from `load`, which reads the hub or, with `eval.lm_eval.data_dir`, local copies laid
+out like the hub repositories (a README.md with `configs:` and the data files): under
+eval=paper_offline the real SIB-200 items and FLORES sentences, and stand-ins (marked by a
+`STANDIN` file, `standin_tasks`) of the rest.
 
 Task names: `langsub_flores_<xx>_en`, `langsub_flores_en_<xx>`, `langsub_opus_<xx>_en`,
 `langsub_opus_en_<xx>`, `langsub_sib200_<xx>`, `langsub_belebele_<xx>` (generation, the
@@ -243,11 +245,28 @@ def load(dataset: str, config: str | None = None, src: str | None = None,
     return datasets.DatasetDict({split: ds})
 
 
+def is_standin(dataset: str, data_dir: str | None) -> bool:
+    """Whether `dataset` is read from a stand-in: a local directory that
+    scripts/build_paper_standins.py marked (a `STANDIN` file). The hub's datasets and the real
+    items of build_flores.py (SIB-200, FLORES) are not."""
+    return bool(data_dir) and (Path(source(dataset, data_dir)) / "STANDIN").is_file()
+
+
+def task_dataset(task: str) -> str | None:
+    """The dataset key (HUB) a suite task reads; None for a task of another suite."""
+    return next((k for k in HUB if task.startswith(f"langsub_{k}")), None)
+
+
+def standin_tasks(tasks, data_dir: str | None) -> list[str]:
+    """The tasks among `tasks` whose scores come from stand-ins, not the real benchmark."""
+    return [t for t in tasks if (k := task_dataset(t)) is not None and is_standin(k, data_dir)]
+
+
 def hub_datasets(tasks, lang_fields: dict) -> list[tuple[str, str | None]]:
     """(hub id, config) of every dataset the suite's `tasks` read, in task order."""
     out = []
     for t in tasks:
-        key = next((k for k in HUB if t.startswith(f"langsub_{k}")), None)
+        key = task_dataset(t)
         if key is None:
             continue
         hub_id, config, _ = HUB[key]

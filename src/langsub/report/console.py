@@ -22,21 +22,26 @@ def print_table(m: dict, out_dir: Path) -> None:
     print(f"{'':<22}{'before':>10}{'after':>10}{'change':>9}")
     for name in ("target", "general"):
         print(_row(f"{name} ppl", m[f"ppl_before/{name}"], m[f"ppl_after/{name}"],
-                   "   (corpus, test split)" if name == "target" else ""))
+                   f"   ({m.get('data') or 'corpus'}, test split)" if name == "target" else ""))
     held = [k for k in m if k.startswith("heldout_ppl_before/") and k.count("/") == 2]
     for name in ("target", "general"):
         b, a = m.get(f"heldout_ppl_before/{name}"), m.get(f"heldout_ppl_after/{name}")
         if b is not None and a is not None:
             print(_row(f"{name} held-out ppl", b, a,
-                       f"   ({held[0].split('/')[1]}, test half)" if name == "target" else ""))
+                       f"   ({m.get('heldout_set')}, test half)" if name == "target" else ""))
     for k in held:  # every held-out set and language
         a = m.get(k.replace("heldout_ppl_before/", "heldout_ppl_after/", 1))
         if a is not None:
             print(_row(f"  {k[len('heldout_ppl_before/'):]}", m[k], a))
     scores = [k[len("lm_eval_before/"):] for k in m if k.startswith("lm_eval_before/")
               and not k.endswith("_stderr") and f"lm_eval_after/{k[15:]}" in m]
+    standin = set(m.get("standin_tasks") or [])
     if scores:
         print(f"{'benchmark (% or chrF)':<28}{'before':>14}{'after':>16}")
     for k in scores:
-        print(f"{k:<28}{_score(m, 'before', k):>14}{_score(m, 'after', k):>16}")
+        mark = "   stand-in" if k.split("/")[0] in standin else ""
+        print(f"{k:<28}{_score(m, 'before', k):>14}{_score(m, 'after', k):>16}{mark}")
+    if standin & {k.split("/")[0] for k in scores}:
+        print("stand-in: items built from the embedded corpus, not the real benchmark "
+              "(data/README.md)")
     print(f"run dir: {out_dir}\n")
