@@ -71,8 +71,19 @@ def _change(after: float | None, before: float | None) -> str:
     return "" if after is None or before is None else f" ({after - before:+.2f})"
 
 
+def _standin(runs: list[dict], pattern: str) -> bool:
+    """Whether a column's task was read from a stand-in in any run (metrics.json's
+    `standin_tasks`: eval=paper_offline's Belebele, OPUS-100 and English suite)."""
+    return any(f"langsub_{pattern.format(x=m['lang'])}" in (m.get("standin_tasks") or [])
+               for m in present(runs))
+
+
 def _table(runs: list[dict], mono, general) -> str:
-    head = [n for n, _, _ in mono] + ["mono avg"] + [n for n, _, _ in general] + ["general avg"]
+    def name(n, pattern):
+        return f"{n} †" if _standin(runs, pattern) else n
+
+    head = [name(n, p) for n, p, _ in mono] + ["mono avg"] + \
+        [name(n, p) for n, p, _ in general] + ["general avg"]
     lines = ["| lang | model | runs | " + " | ".join(head) + " |",
              "|---|---|---|" + "---|" * len(head)]
     for lang, by_method in groups(runs).items():
@@ -109,6 +120,10 @@ def table(runs: list[dict]) -> str:
         parts.append("Log-likelihood (lm-eval's formulation of the same items), accuracy × 100"
                      f"{'' if parts else '; base = before, each method: after, mean over its runs'}"
                      f":\n\n{_table(runs, LL_MONO, LL_GENERAL)}")
+    if any(_standin(runs, p) for _, p, _ in MONO + GENERAL + LL_MONO + LL_GENERAL):
+        parts.append("† stand-in: items built from the embedded corpus (eval=paper_offline), "
+                     "not the real benchmark; its score says nothing about it. SIB-200 and "
+                     "FLORES are the real items.")
     return "\n\n".join(parts)
 
 
