@@ -139,3 +139,25 @@ def test_a_language_the_corpus_lacks_is_one_line(tmp_path):
     (d / "mt.jsonl").unlink()
     with pytest.raises(ConfigError, match=r"mt.jsonl does not exist .*languages there: af, cy"):
         check_config(_compose(["data=news", "lang=mt", f"data.corpus_dir={d}"]))
+
+
+def test_the_console_names_the_corpus_the_summary_set_and_the_stand_ins(capsys, tmp_path):
+    from langsub.report.console import print_table
+
+    m = {"method": "lape", "lang": "mt", "trainable_params": 10, "trainable_fraction": 0.01,
+         "neurons": 3, "data": "news", "heldout_set": "flores",
+         "standin_tasks": ["langsub_belebele_mt"]}
+    for phase, v in (("before", 2.0), ("after", 1.0)):
+        m.update({f"ppl_{phase}/target": v, f"ppl_{phase}/general": v,
+                  f"heldout_ppl_{phase}/target": v, f"heldout_ppl_{phase}/general": v,
+                  f"heldout_ppl_{phase}/tatoeba/en": v, f"heldout_ppl_{phase}/flores/mt": v,
+                  f"lm_eval_{phase}/langsub_belebele_mt/acc": 0.5,
+                  f"lm_eval_{phase}/langsub_sib200_mt/acc": 0.5,
+                  f"lm_eval_{phase}/langsub_flores_mt_en/bleu": 12.5})
+    print_table(m, tmp_path)
+    out = capsys.readouterr().out
+    assert "(news, test split)" in out and "(flores, test half)" in out
+    lines = {l.split()[0]: l for l in out.splitlines() if l.startswith("langsub_")}
+    assert lines["langsub_belebele_mt/acc"].endswith("stand-in")
+    assert not lines["langsub_sib200_mt/acc"].endswith("stand-in")
+    assert "12.5" in lines["langsub_flores_mt_en/bleu"]  # BLEU in points, as chrF

@@ -11,7 +11,7 @@ def _row(label: str, b: float, a: float, note: str = "") -> str:
 
 def _score(m: dict, phase: str, key: str) -> str:
     v, se = m[f"lm_eval_{phase}/{key}"], m.get(f"lm_eval_{phase}/{key}_stderr")
-    scale = 1 if key.endswith("chrf") else 100  # accuracy in %, chrF in points
+    scale = 1 if key.endswith(("chrf", "bleu")) else 100  # accuracy in %, chrF and BLEU in points
     err = f" ± {scale * se:.1f}" if isinstance(se, (int, float)) and math.isfinite(se) else ""
     return f"{scale * v:.1f}{err}"
 
