@@ -141,14 +141,14 @@ def pack(ds: datasets.Dataset, tokenizer, block_size: int, max_tokens: int | Non
     pad = tokenizer.eos_token_id if pad is None else pad
     sep, bos = list(fmt.separator), fmt.bos
     body = block_size - (bos is not None)
+    tail = sep if score_separator else [-t - 1 for t in sep]  # appended to every document
 
     def tok(batch):
         ids = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
         # numpy rows: datasets writes them to Arrow directly (python lists are walked item
         # by item, minutes for a real tokenizer's corpus); the separator's tokens are
         # negated (ids are >= 0) so `group` knows them without a second column
-        return {"ids": [np.asarray(x + ([-t - 1 for t in sep] if not score_separator else sep),
-                                   dtype=np.int64) for x in ids]}
+        return {"ids": [np.asarray(x + tail, dtype=np.int64) for x in ids]}
 
     def group(batch):
         rows = [np.asarray(x, dtype=np.int64) for x in batch["ids"]]
